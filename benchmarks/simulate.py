@@ -1,0 +1,89 @@
+"""Benchmark ``simulate``: views rendered per second on this machine.
+
+Runs the full pipeline (draw, render, write HDF5) for a tng-like config and prints
+one JSON object as its last line, with ``views_per_s``, ``galaxies_per_s``,
+``workers``, ``resolution``, ``particles_cap`` and the extrapolated
+``minutes_for_24000_views_128px`` (the paper's dataset size; goal <= 10 minutes).
+
+Usage::
+
+    python benchmarks/simulate.py --workers 2 --galaxies 120 --resolution 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from sbi_exsitu.dataset import MapDataset
+from sbi_exsitu.simulate import SimulationConfig, simulate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--galaxies", type=int, default=120)
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--model", default="tng-like")
+    parser.add_argument("--max-particles", type=int, default=30_000)
+    parser.add_argument("--min-particles", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    cfg = SimulationConfig.from_dict(
+        {
+            "simulate": {
+                "model": args.model,
+                "n_galaxies": args.galaxies,
+                "seed": args.seed,
+                "views": "balanced",
+            },
+            "model": {
+                "max_particles": args.max_particles,
+                "min_particles": args.min_particles,
+            },
+            "render": {"resolution": args.resolution},
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.h5"
+        start = time.perf_counter()
+        simulate(cfg, out, workers=args.workers, progress=False)
+        seconds = time.perf_counter() - start
+        with MapDataset(out) as ds:
+            n_views = len(ds)
+        size_mb = out.stat().st_size / 1e6
+    views_per_s = n_views / seconds
+    print(
+        json.dumps(
+            {
+                "benchmark": "simulate",
+                "model": args.model,
+                "workers": args.workers,
+                "cpus": os.cpu_count(),
+                "resolution": args.resolution,
+                "galaxies": args.galaxies,
+                "views": n_views,
+                "particles_cap": args.max_particles,
+                "particles_floor": args.min_particles,
+                "seconds": round(seconds, 3),
+                "views_per_s": round(views_per_s, 2),
+                "galaxies_per_s": round(args.galaxies / seconds, 3),
+                "file_mb_per_view": round(size_mb / n_views, 4),
+                # Includes pool start-up (~1-2 s); linear in views, resolution fixed.
+                "minutes_for_24000_views_128px": (
+                    round(24000 / views_per_s / 60, 2)
+                    if args.resolution == 128
+                    else None
+                ),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from sbi_exsitu.cli import main
+
+main()

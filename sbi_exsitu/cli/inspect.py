@@ -1,0 +1,28 @@
+"""``sbi-exsitu inspect``: validation figures of map datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sbi_exsitu.cli._app import app, fail
+
+__all__ = ["inspect"]
+
+
+@app.command()
+def inspect(
+    datasets: list[Path] = typer.Argument(..., help="Map datasets (HDF5) to compare."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory for the PNGs."),
+) -> None:
+    """Example maps, f_ex-M* and ring-gradient figures (001 figs. 2, 3, 13)."""
+    from sbi_exsitu.dataset import DatasetError
+    from sbi_exsitu.inspection import inspect_datasets
+
+    try:
+        written = inspect_datasets(datasets, output)
+    except (DatasetError, ValueError) as err:
+        raise fail(str(err)) from None
+    for path in written:
+        typer.echo(f"wrote {path}")

@@ -1,0 +1,41 @@
+"""``sbi-exsitu show``: draw one sample of a dataset to a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sbi_exsitu.cli._app import app, fail
+
+__all__ = ["show"]
+
+
+@app.command()
+def show(
+    dataset: Path = typer.Argument(..., help="Dataset file (HDF5)."),
+    index: int = typer.Option(0, "-i", "--index", help="Sample index (-1 = last)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Image to write (default <dataset>_<index>.png)."
+    ),
+    dpi: int = typer.Option(120, help="Resolution of the image."),
+) -> None:
+    """Plot every map of one sample (and its ex-situ map when labelled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sbi_exsitu.dataset import DatasetError
+    from sbi_exsitu.plotting import plot_sample
+
+    if output is None:
+        output = Path(f"{dataset.stem}_{index}.png")
+    try:
+        fig = plot_sample(dataset, index)
+    except (DatasetError, IndexError) as err:
+        raise fail(str(err)) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=dpi)
+    plt.close(fig)
+    typer.echo(f"wrote {output}")

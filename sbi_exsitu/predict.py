@@ -1,0 +1,162 @@
+"""``sbi-exsitu predict``: posterior summaries for new observations.
+
+Reads any dataset written by ``simulate`` or ``render`` (labelled or not),
+checks that it was rendered with the run's config, and writes one row per
+observation: median, mean, std, 68%/95% HDIs of every target, plus the
+dataset's identifiers (and the true values when the dataset has them). The table
+is CSV or HDF5 by the output suffix; posterior draws are optional.
+
+Example:
+    >>> write_table({"a": np.arange(2), "b": np.array([0.5, 0.25])},
+    ...             Path(tempfile.mkdtemp()) / "t.csv")           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from sbi_exsitu.atomic import atomic_path, atomic_write_text
+from sbi_exsitu.dataset import MapDataset
+
+__all__ = ["predict", "write_table", "TABLE_SUFFIXES"]
+
+TABLE_SUFFIXES = (".csv", ".h5", ".hdf5")
+
+
+def write_table(
+    columns: dict[str, Any], path: str | Path, samples: np.ndarray | None = None
+) -> Path:
+    """Write equal-length columns as CSV or HDF5 (by suffix), atomically.
+
+    Args:
+        columns: name -> (n,) array.
+        path: ``.csv``, ``.h5`` or ``.hdf5``.
+        samples: optional (n, S, D) posterior draws (HDF5 only).
+    """
+    path = Path(path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: output must end in one of {TABLE_SUFFIXES}")
+    cols = {k: np.asarray(v) for k, v in columns.items()}
+    lengths = {len(v) for v in cols.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"columns have different lengths: {sorted(lengths)}")
+    if path.suffix == ".csv":
+        if samples is not None:
+            raise ValueError("posterior samples need an HDF5 output (.h5)")
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(cols)
+        for row in zip(*cols.values(), strict=True):
+            writer.writerow([_fmt(v) for v in row])
+        atomic_write_text(path, buf.getvalue())
+        return path
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        table = h5.create_group("table")
+        for name, values in cols.items():
+            if values.dtype.kind in "UO":
+                table.create_dataset(
+                    name, data=values.astype(object), dtype=h5py.string_dtype()
+                )
+            else:
+                table.create_dataset(name, data=values)
+        if samples is not None:
+            h5.create_dataset(
+                "samples",
+                data=samples.astype(np.float32),
+                chunks=(1, *samples.shape[1:]),
+                compression="lzf",
+            )
+    return path
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.6g}"
+    return value
+
+
+def predict(
+    run_dir: str | Path,
+    maps_path: str | Path,
+    out: str | Path,
+    *,
+    num_samples: int = 1000,
+    seed: int = 0,
+    save_samples: bool = False,
+    batch_size: int = 512,
+    device: str = "cpu",
+    progress: bool = True,
+    misspecification: bool = True,
+) -> Path:
+    """Summarise the posterior of every observation in ``maps_path`` into ``out``.
+
+    With ``misspecification`` the table also holds, per observation, the
+    novelty score, conformal p-value and flag of
+    :class:`~sbi_exsitu.misspecification.MisspecificationDetector` (columns
+    ``misspec_score``, ``misspec_pvalue``, ``misspec_flag``): flag = 1 means "this
+    galaxy is unlike the training set". The detector is loaded from the run, or
+    fitted on first use from the run's training data and saved there; if that data
+    is gone the columns are left out with a warning.
+
+    Raises:
+        RenderConfigMismatch: the maps were rendered with another config.
+    """
+    from sbi_exsitu.posterior import load_posterior
+
+    post = load_posterior(run_dir, device=device)
+    detector = None
+    if misspecification and hasattr(post, "estimators"):  # scalar posteriors
+        import warnings
+
+        from sbi_exsitu.misspecification import MisspecificationDetector
+
+        try:
+            detector = MisspecificationDetector.for_run(post, run_dir=run_dir)
+        except FileNotFoundError as err:
+            warnings.warn(f"no misspecification flags: {err}", stacklevel=2)
+    out = Path(out)
+    if out.suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{out}: output must end in one of {TABLE_SUFFIXES}")
+    if save_samples and out.suffix == ".csv":
+        raise ValueError(f"{out}: --samples needs an HDF5 output (.h5)")
+    with MapDataset(maps_path) as ds:
+        post.check_render_config(ds.render_config, where=str(ds.path))
+        chunks, summaries = [], []
+        batches = ds.iter_batches(batch_size=batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(
+                batches,
+                total=-(-len(ds) // batch_size),
+                desc="predicting",
+                unit="batch",
+            )
+        for i, (_, x) in enumerate(batches):
+            s = post.sample(x, num_samples, seed=seed + i)
+            cols = post.summarize(x, samples=s).to_columns()
+            if detector is not None:
+                cols |= detector.score(post, x).to_columns()
+            summaries.append(cols)
+            if save_samples:
+                chunks.append(s)
+        columns: dict[str, Any] = {
+            "index": np.arange(len(ds)),
+            "galaxy_id": ds.labels["galaxy_id"],
+            "view_id": ds.labels["view_id"],
+            "model": ds.labels["model"],
+        }
+        for name in post.param_names:
+            true = ds.labels.get(name)
+            if true is not None and np.any(np.isfinite(true)):
+                columns[f"{name}_true"] = true
+        for key in summaries[0]:
+            columns[key] = np.concatenate([s[key] for s in summaries])
+    samples = np.concatenate(chunks) if save_samples else None
+    return write_table(columns, out, samples=samples)

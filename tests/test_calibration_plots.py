@@ -1,0 +1,47 @@
+"""Calibration figures are drawn from plain arrays and saved as PNG and PDF."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sbi_exsitu.calibration import plots  # noqa: E402
+
+
+def test_coverage_figure_has_member_band_and_labels():
+    levels = np.linspace(0, 1, 51)
+    members = np.stack([levels**p for p in (0.9, 1.0, 1.1)])
+    fig = plots.plot_coverage(levels, levels, member_coverage=members, n_obs=300)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel() and "calibrated" in ax.get_title()
+    labels = ax.get_legend_handles_labels()[1]
+    assert any("16–84%" in lab for lab in labels)
+    plt.close(fig)
+    single = plots.plot_coverage(levels, levels, member_coverage=members[:1])
+    assert not any(
+        "16–84%" in lab for lab in single.axes[0].get_legend_handles_labels()[1]
+    )
+    plt.close(single)
+
+
+def test_sbc_pit_tarp_figures_and_saving(tmp_path):
+    rng = np.random.default_rng(0)
+    ranks = rng.integers(0, 101, size=(400, 2))
+    fig = plots.plot_sbc(ranks, 100, param_names=["a", "b"], pvalues=[0.3, 0.7])
+    assert len([a for a in fig.axes if a.get_title()]) == 4  # 2 hist + 2 ECDF
+    paths = plots.save_figure(fig, tmp_path / "sub", "sbc")
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    assert all(p.stat().st_size > 5_000 for p in paths)
+    assert not plt.fignum_exists(fig.number)
+
+    fig = plots.plot_pit(ranks / 100, param_names=["a", "b"])
+    assert len(fig.axes) == 2
+    plt.close(fig)
+    levels = np.linspace(0, 1, 41)
+    fig = plots.plot_tarp(levels, levels, atc=0.0, ks_pvalue=1.0)
+    assert "TARP" in fig.axes[0].get_title()
+    plt.close(fig)

@@ -1,0 +1,75 @@
+"""``sbi-exsitu calibrate`` on the toy run (library tests: test_calibration)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import write_toy_dataset
+from typer.testing import CliRunner
+
+from sbi_exsitu.cli import app
+from sbi_exsitu.dataset import DatasetWriter, MapDataset
+from sbi_exsitu.render import RenderedViews
+
+
+def test_calibrate_the_test_split_and_another_dataset(toy_run, tmp_path) -> None:
+    _, _, result = toy_run
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "calibrate",
+            str(result.run_dir),
+            "--num-samples",
+            "200",
+            "--quiet",
+            "-o",
+            str(tmp_path / "cal"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    # The toy posterior is close to exact: it must not be judged badly off.
+    assert report["verdict"] in ("calibrated", "conservative"), report["verdict"]
+    assert (tmp_path / "cal" / "coverage.png").stat().st_size > 0
+    other = write_toy_dataset(tmp_path / "other.h5", 30, seed=5)
+    res = runner.invoke(
+        app,
+        [
+            "calibrate",
+            str(result.run_dir),
+            "--data",
+            str(other),
+            "--num-samples",
+            "100",
+            "--quiet",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert (result.run_dir / "calibration-other" / "calibration.json").exists()
+
+
+def test_calibrate_refuses_unlabelled_data(toy_run, tmp_path) -> None:
+    _, data, result = toy_run
+    with MapDataset(data) as ds:
+        cfg, maps = ds.render_config, ds.maps([0, 1])
+    path = tmp_path / "unlabelled.h5"
+    with DatasetWriter(path, cfg) as w:
+        w.add_galaxy(
+            RenderedViews(
+                maps=maps,
+                exsitu=maps[:, 0] * float("nan"),
+                mask=maps[:, 0] != 0,
+                directions=[[0, 0, 1]] * 2,
+            ),
+            galaxy_id=0,
+            f_ex=float("nan"),
+            log_mstar=11.0,
+            half_mass_radius=1.0,
+            model="real",
+        )
+    res = CliRunner().invoke(
+        app, ["calibrate", str(result.run_dir), "--data", str(path), "--quiet"]
+    )
+    assert res.exit_code == 2
+    assert "unlabelled" in res.output

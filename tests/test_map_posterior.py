@@ -1,0 +1,200 @@
+"""The map posterior end to end on a toy problem: fit, sample, save/load, summarize.
+
+Toy (conftest): the ex-situ map is the constant f_ex ~ U(0, 1) and every
+observation pixel is f_ex + N(0, 0.64^2), so the map is pinned down to ~0.04
+by the observations while a latent drawn from the prior knows nothing of it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import RES, write_toy_dataset
+
+from sbi_exsitu.dataset import MapDataset
+from sbi_exsitu.experiment import ExperimentConfig
+from sbi_exsitu.map_posterior import (
+    MapPosterior,
+    MapSettings,
+    fit_mass_scale,
+    implied_fex,
+    mass_weights,
+)
+from sbi_exsitu.render import RenderConfig
+
+
+def _config(tmp: Path, data: Path) -> ExperimentConfig:
+    return ExperimentConfig.from_dict(
+        {
+            "run": {
+                "name": "maptoy",
+                "out_dir": str(tmp / "runs"),
+                "seed": 0,
+                "threads": 1,
+            },
+            "data": {"train": str(data)},
+            "posterior": {
+                "kind": "map",
+                "embedding": "default",
+                "embedding_features": 8,
+            },
+            "training": {
+                "batch_size": 16,
+                "learning_rate": 2e-3,
+                "max_epochs": 20,
+                "patience": 20,
+            },
+            "map": {
+                "latent_dim": 2,
+                "width": 8,
+                "beta": 0.1,
+                "encoder_sees_obs": False,
+                "flow_transforms": 2,
+                "flow_hidden": 32,
+                "flow_epochs": 10,
+                "flow_patience": 10,
+                "eval_samples": 20,
+                "eval_max_obs": 30,
+                "n_panels": 2,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def map_run(tmp_path_factory: pytest.TempPathFactory):
+    from sbi_exsitu.fit import fit
+
+    tmp = tmp_path_factory.mktemp("maptoy")
+    data = write_toy_dataset(tmp / "toy.h5", n_galaxies=120, seed=3)
+    result = fit(_config(tmp, data), progress=False)
+    return data, result
+
+
+def test_run_directory_and_metrics(map_run) -> None:
+    _, result = map_run
+    run = result.run_dir
+    for name in (
+        "model.json",
+        "weights/cvae.pt",
+        "weights/flow.pt",
+        "splits.json",
+        "metrics.json",
+        "map_panels.png",
+        "map_residuals.png",
+        "map_residual_vs_truth.png",
+        "map_coverage.png",
+        "map_calibration.json",
+        "training_curves.png",
+    ):
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["kind"] == "map"
+    test = result.metrics["test"]
+    # The latent carries the map level: reconstruction is best, the flow (which
+    # reads it off the observations) beats the prior (which guesses it).
+    flow, prior = test["flow"]["mean_abs_residual"], test["prior"]["mean_abs_residual"]
+    assert test["reconstruction"]["mean_abs_residual"] < 0.12
+    assert flow < 0.15
+    assert flow < 0.7 * prior
+    assert {"pixel_coverage", "fex_coverage"} <= set(result.metrics["calibration"])
+
+
+def test_sample_shape_range_mask_and_reproducibility(map_run) -> None:
+    from sbi_exsitu.posterior import load_posterior
+
+    data, result = map_run
+    post = load_posterior(result.run_dir)
+    assert isinstance(post, MapPosterior)
+    ds = MapDataset(data)
+    x = ds.maps([0, 1, 2])
+    mask = np.ones((3, RES, RES), bool)
+    mask[:, :3] = False
+    s = post.sample(x, 25, seed=4, mask=mask)
+    assert s.shape == (3, 25, RES, RES)
+    assert s.min() >= 0 and s.max() <= 1
+    assert np.all(s[:, :, :3] == 0)
+    # Loaded weights reproduce the trained posterior exactly, seed for seed.
+    assert np.array_equal(s, result.posterior.sample(x, 25, seed=4, mask=mask))
+    assert not np.array_equal(s, post.sample(x, 25, seed=5, mask=mask))
+    assert post.sample(x[0], 3, seed=0).shape == (1, 3, RES, RES)
+
+
+def test_summarize(map_run) -> None:
+    data, result = map_run
+    ds = MapDataset(data)
+    idx = np.arange(6)
+    post = result.posterior
+    summ = post.summarize(ds.maps(idx), 60, mass=np.ones((6, RES, RES)))
+    assert summ.mean.shape == summ.std.shape == (6, RES, RES)
+    assert summ.f_ex_hdi68.shape == summ.f_ex_hdi95.shape == (6, 2)
+    assert summ.weighting == "mass"
+    assert np.all(summ.f_ex_hdi95[:, 0] <= summ.f_ex_median)
+    assert np.all(summ.f_ex_median <= summ.f_ex_hdi95[:, 1])
+    # Uniform weights on a constant map: the implied f_ex is the level, ~ f_ex.
+    assert np.abs(summ.f_ex_median - ds.labels["f_ex"][idx]).mean() < 0.15
+    assert set(summ.to_columns()) >= {"f_ex_median", "f_ex_hdi68_low"}
+
+
+def test_render_config_checked(map_run) -> None:
+    from sbi_exsitu.posterior import RenderConfigMismatch
+
+    _, result = map_run
+    with pytest.raises(RenderConfigMismatch, match="shape"):
+        result.posterior.sample(np.zeros((1, 2, RES, RES), np.float32), 2)
+    other = RenderConfig(resolution=RES, channels=("mass",), min_pixels=2)
+    with pytest.raises(RenderConfigMismatch, match="min_pixels"):
+        result.posterior.sample(
+            np.zeros((1, 1, RES, RES), np.float32), 2, render_config=other
+        )
+    with pytest.raises(NotImplementedError):
+        result.posterior.log_prob(np.zeros(1), np.zeros((1, 1, RES, RES)))
+
+
+def test_mass_weights_cases() -> None:
+    mask = np.ones((1, 4, 4), bool)
+    mask[0, 0, 0] = False
+    logm = np.full((1, 1, 4, 4), 8.0)
+    logm[0, 0, 1, 1] = 9.0  # ten times the mass of the other pixels
+    raw = RenderConfig(resolution=8, channels=("mass",), standardize=False)
+    w, kind = mass_weights(logm, mask, raw)
+    assert kind == "mass_channel" and w[0, 0, 0] == 0
+    assert w[0, 1, 1] / w[0, 2, 2] == pytest.approx(10.0)
+    std = RenderConfig(resolution=8, channels=("mass",))
+    assert mass_weights(logm, mask, std)[1] == "uniform"
+    assert mass_weights(logm, mask, std, mass_scale=1.0)[1] == "fitted_scale"
+    y = np.zeros((1, 1, 4, 4))
+    y[0, 0, 1, 1] = 1.0
+    f = implied_fex(y, w)
+    assert f[0, 0] == pytest.approx(10 / (10 + 14))
+
+
+def test_fit_mass_scale_recovers_scale() -> None:
+    cfg = RenderConfig(resolution=8, channels=("mass", "age"), min_pixels=1)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(80, 2, 8, 8))
+    mask = rng.uniform(size=(80, 8, 8)) > 0.2
+    y = rng.uniform(size=(80, 8, 8))
+    w = mask * 10 ** (1.3 * z[:, 0])
+    f = (w * y).sum((1, 2)) / w.sum((1, 2))
+    assert fit_mass_scale(y, z, mask, f, cfg) == pytest.approx(1.3, abs=0.011)
+    assert (
+        fit_mass_scale(y, z, mask, f, RenderConfig(resolution=8, channels=("age",)))
+        is None
+    )
+
+
+def test_settings_refuse_unknown_keys(tmp_path: Path) -> None:
+    from sbi_exsitu.config import ConfigError
+
+    doc = {
+        "run": {"name": "x"},
+        "data": {"train": "d.h5"},
+        "posterior": {"kind": "map"},
+        "map": {"latent_dimm": 3},
+    }
+    with pytest.raises((ConfigError, ValueError), match="latent_dim"):
+        MapSettings.from_config(ExperimentConfig.from_dict(doc))

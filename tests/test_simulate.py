@@ -1,0 +1,205 @@
+"""Tests for sbi_exsitu.simulate and the ``sbi-exsitu simulate`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import sbi_exsitu.simulate as sim
+from sbi_exsitu.cli import app
+from sbi_exsitu.config import ConfigError
+from sbi_exsitu.dataset import DatasetError, MapDataset
+from sbi_exsitu.simulate import SimulationConfig, simulate, views_for_fex
+
+SMALL = {
+    "simulate": {"model": "tng-like", "n_galaxies": 5, "seed": 3},
+    "model": {"max_particles": 3000, "min_particles": 3000},
+    "render": {"resolution": 16},
+}
+
+
+def _config(**simulate_overrides) -> SimulationConfig:
+    doc = {k: dict(v) for k, v in SMALL.items()}
+    doc["simulate"].update(simulate_overrides)
+    return SimulationConfig.from_dict(doc, where="test.toml")
+
+
+def _contents(path: Path) -> dict[str, np.ndarray]:
+    """Every dataset and attribute of an HDF5 file, for exact comparison."""
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()])
+                if isinstance(obj, h5py.Dataset)
+                else None
+            )
+        )
+        out.update({f"@{k}": v for k, v in h5.attrs.items()})
+    return out
+
+
+def _assert_same_file(a: Path, b: Path) -> None:
+    ca, cb = _contents(a), _contents(b)
+    assert ca.keys() == cb.keys()
+    for key in ca:
+        np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def serial_file(tmp_path_factory) -> Path:
+    return simulate(
+        _config(), tmp_path_factory.mktemp("serial") / "d.h5", progress=False
+    )
+
+
+def test_dataset_has_balanced_views_and_exact_labels(serial_file: Path) -> None:
+    cfg = _config()
+    with MapDataset(serial_file) as ds:
+        gid = ds.labels["galaxy_id"]
+        assert list(np.unique(gid)) == list(range(5))
+        assert np.all(np.diff(gid) >= 0)  # written in index order
+        for g in range(5):
+            sel = gid == g
+            f_ex = ds.labels["f_ex"][sel][0]
+            assert sel.sum() == views_for_fex(f_ex)
+            particles, info = sim.draw_galaxy(cfg, g)
+            assert f_ex == info["f_ex"] == pytest.approx(particles.f_ex, abs=1e-12)
+            assert ds.labels["log_mstar"][sel][0] == pytest.approx(particles.log_mstar)
+        assert set(ds.labels["model"]) == {"tng-like"}
+        assert ds.attrs["simulation"]["simulate"]["seed"] == 3
+        assert ds.render_config == cfg.render
+
+
+def test_views_for_fex_balances_towards_high_fex() -> None:
+    counts = [views_for_fex(f) for f in np.linspace(0, 1, 11)]
+    assert counts == sorted(counts) and counts[0] == 4 and counts[-1] == 20
+    assert views_for_fex(0.5, edges=(0.5,), views=(6, 12)) == 12
+
+
+def test_fixed_views(tmp_path: Path) -> None:
+    out = simulate(_config(views=6, n_galaxies=2), tmp_path / "d.h5", progress=False)
+    with MapDataset(out) as ds:
+        assert len(ds) == 12 and list(ds.labels["view_id"][:6]) == list(range(6))
+
+
+def test_workers_give_identical_file(serial_file: Path, tmp_path: Path) -> None:
+    out = simulate(_config(), tmp_path / "d.h5", workers=2, progress=False)
+    _assert_same_file(serial_file, out)
+
+
+def test_dask_local_cluster_gives_identical_file(
+    serial_file: Path, tmp_path: Path
+) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        out = simulate(
+            _config(),
+            tmp_path / "d.h5",
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
+    _assert_same_file(serial_file, out)
+
+
+def test_resume_after_interruption_gives_identical_file(
+    serial_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = sim._simulate_galaxy
+
+    def crash_at_3(index, **kwargs):
+        if index == 3:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C
+        return real(index, **kwargs)
+
+    out = tmp_path / "d.h5"
+    monkeypatch.setattr(sim, "_simulate_galaxy", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        simulate(_config(), out, progress=False)
+    monkeypatch.setattr(sim, "_simulate_galaxy", real)
+    assert not out.exists()
+    partial = out.with_name(out.name + ".partial")
+    with h5py.File(partial, "r") as h5:
+        assert set(h5["labels/galaxy_id"][:]) == {0, 1, 2}
+    with pytest.raises(DatasetError, match="resume"):
+        simulate(_config(), out, progress=False)
+    simulate(_config(), out, resume=True, progress=False)
+    _assert_same_file(serial_file, out)
+
+
+def test_resume_can_extend_and_refuses_other_settings(
+    serial_file: Path, tmp_path: Path
+) -> None:
+    out = simulate(_config(n_galaxies=2), tmp_path / "d.h5", progress=False)
+    with pytest.raises(DatasetError, match="differs"):
+        simulate(_config(seed=4), out, resume=True, progress=False)
+    simulate(_config(n_galaxies=5), out, resume=True, progress=False)
+    _assert_same_file(serial_file, out)
+
+
+def test_existing_output_is_never_overwritten_silently(tmp_path: Path) -> None:
+    out = tmp_path / "d.h5"
+    out.write_bytes(b"precious")
+    with pytest.raises(DatasetError, match="--overwrite"):
+        simulate(_config(n_galaxies=1), out, progress=False)
+    assert out.read_bytes() == b"precious"
+    simulate(_config(n_galaxies=1), out, overwrite=True, progress=False)
+    assert len(MapDataset(out)) > 0
+
+
+@pytest.mark.parametrize(
+    ("doc", "match"),
+    [
+        ({"simulat": {}}, r"unknown key 'simulat'.*'simulate'"),
+        ({"simulate": {"n_galaxy": 3}}, r"\[simulate\].*'n_galaxy'.*'n_galaxies'"),
+        ({"simulate": {"model": "tng"}}, r"unknown formation model 'tng'.*eagle-like"),
+        ({"model": {"particle_mas": 1e6}}, r"\[model\].*'particle_mas'.*particle_mass"),
+        ({"model": {"particle_mass": -5.0}}, r"\[model\].*particle_mass.*range"),
+        ({"render": {"resolutin": 64}}, r"\[render\].*'resolutin'.*'resolution'"),
+        ({"simulate": {"views": 5}}, r"'views' is 5"),
+        ({"simulate": {"n_galaxies": 0}}, r"'n_galaxies' is 0"),
+        ({"simulate": {"balance_views": [4, 6]}}, r"balance_views"),
+    ],
+)
+def test_config_errors_name_the_key(doc, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        SimulationConfig.from_dict(doc, where="x.toml")
+
+
+def test_unrenderable_galaxy_names_the_galaxy(tmp_path: Path) -> None:
+    cfg = SimulationConfig.from_dict(
+        {
+            "simulate": {"n_galaxies": 1, "views": 4},
+            "model": {"max_particles": 200, "min_particles": 200},
+            "render": {"resolution": 128, "min_pixels": 2000},
+        }
+    )
+    with pytest.raises(sim.SimulationError, match="galaxy 0.*min_particles"):
+        simulate(cfg, tmp_path / "d.h5", progress=False)
+
+
+def test_cli_simulate(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[simulate]\nmodel = "eagle-like"\nn_galaxies = 2\nseed = 1\n'
+        "[model]\nmax_particles = 3000\n[render]\nresolution = 16\n"
+    )
+    out = tmp_path / "d.h5"
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["simulate", str(config), "-o", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 galaxies" in result.output and out.exists()
+    again = runner.invoke(app, ["simulate", str(config), "-o", str(out)])
+    assert again.exit_code == 2 and "--resume" in again.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[simulate]\nmodle = "tng-like"\n')
+    result = runner.invoke(app, ["simulate", str(bad), "-o", str(tmp_path / "x.h5")])
+    assert result.exit_code == 2 and "did you mean 'model'" in result.output.lower()
