@@ -10,7 +10,9 @@ test split (``[map] eval_max_obs`` galaxy views, ``eval_samples`` draws each):
   flow (Angeloudi et al. 2024, arXiv:2410.24069, fig. 3; goal: flow <= 0.10
   and flow < prior);
 * per-pixel coverage error (empirical - nominal) of central 68% and 95%
-  intervals (goal: |68% error| <= 0.05);
+  intervals (goal: |68% error| <= 0.05), also from the randomised PIT, which
+  is exact where the truth sits on the atoms at 0 and 1 (see
+  ``sbi_exsitu.map_evaluation``);
 * the implied f_ex's scatter against the f_ex labels, next to that of a scalar
   posterior trained on the same split (``sbi_exsitu.fit.fit`` on a
   ``kind = "scalar"`` copy of CONFIG with one ensemble member) or read from
@@ -74,6 +76,7 @@ def main() -> None:
 
     cfg = ExperimentConfig.from_toml(args.config)
     if args.threads is not None:
+        torch.set_num_threads(args.threads)
         cfg = cfg.replace(run=dataclasses.replace(cfg.run, threads=args.threads))
     from sbi_exsitu.fit import fit
     from sbi_exsitu.posterior import load_posterior
@@ -130,6 +133,10 @@ def main() -> None:
         "flow_mean_pixel_std": test["flow"]["mean_pixel_std"],
         "pixel_coverage_error_68": cal["pixel_coverage_error_68"],
         "pixel_coverage_error_95": cal["pixel_coverage_error_95"],
+        "pixel_rpit_coverage_error_68": cal.get("pixel_rpit_coverage_error_68"),
+        "pixel_rpit_coverage_error_95": cal.get("pixel_rpit_coverage_error_95"),
+        "pixel_interior_coverage_error_68": cal.get("pixel_interior_coverage_error_68"),
+        "pixel_interior_fraction": cal.get("pixel_interior_fraction"),
         "fex_coverage_error_68": {
             "vs_true_map": cal["fex_coverage_error_68"],
             "vs_label": cal.get("fex_label_coverage_error_68"),
@@ -148,7 +155,9 @@ def main() -> None:
     out["goals"] = {
         "flow_le_0.10": goals["flow"] <= 0.10,
         "flow_lt_prior": goals["flow"] < goals["prior"],
-        "coverage68_within_0.05": abs(out["pixel_coverage_error_68"]) <= 0.05,
+        "coverage68_within_0.05_central": abs(out["pixel_coverage_error_68"]) <= 0.05,
+        "coverage68_within_0.05_rpit": abs(out["pixel_rpit_coverage_error_68"] or 1)
+        <= 0.05,
     }
     print(json.dumps(out))
 

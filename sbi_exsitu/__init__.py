@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_posterior": "sbi_exsitu.posterior",
     "ExSituPosterior": "sbi_exsitu.posterior",
+    "MapPosterior": "sbi_exsitu.map_posterior",
     "fit": "sbi_exsitu.fit",
     "predict": "sbi_exsitu.predict",
     "ExperimentConfig": "sbi_exsitu.experiment",

@@ -681,6 +681,14 @@ def summarize_grid(
             f"{w['cross'] - b['cross']:.3f} lower ({w['cross'] / b['cross']:.2f}x) "
             "than the worst one's.",
         ]
+        gaps = sorted(ranked, key=lambda k: per[k]["cross"] - per[k]["fixed"])
+        lo, hi = gaps[0], gaps[-1]
+        lines.append(
+            f"- Transfer loss (cross − in-model RMSE) is smallest for {lo[0]} within "
+            f"{lo[1]} r_e ({per[lo]['cross'] - per[lo]['fixed']:+.3f}) and largest "
+            f"for {hi[0]} within {hi[1]} r_e "
+            f"({per[hi]['cross'] - per[hi]['fixed']:+.3f})."
+        )
         fixed_best = min(per, key=lambda k: per[k]["fixed"])
         lines.append(
             f"- Best in-model accuracy: {fixed_best[0]} within "
@@ -698,7 +706,8 @@ def summarize_grid(
             f"{c1} within {_ap(a1)} r_e vs {c0} within {_ap(a0)} r_e: cross "
             f"RMSE {p1['cross']:.3f} vs {p0['cross']:.3f}, cross coverage "
             f"error {p1['cross_cov']:.3f} vs {p0['cross_cov']:.3f}, in-model "
-            f"RMSE {p1['fixed']:.3f} vs {p0['fixed']:.3f}. "
+            f"RMSE {p1['fixed']:.3f} vs {p0['fixed']:.3f} (transfer loss "
+            f"{p1['cross'] - p1['fixed']:+.3f} vs {p0['cross'] - p0['fixed']:+.3f}). "
             + (
                 "**Holds** on these mocks: the restricted configuration "
                 "transfers better in both accuracy and calibration."

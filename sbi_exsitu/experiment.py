@@ -172,7 +172,6 @@ class ExperimentConfig:
         "evaluate",
         "crosstest",
         "map",
-        "baselines",
     )
 
     @classmethod
@@ -189,9 +188,7 @@ class ExperimentConfig:
             sections[name] = take_section(
                 doc.get(name), section_cls, f"{source} [{name}]"
             )
-        extra = {
-            k: doc[k] for k in ("evaluate", "crosstest", "map", "baselines") if k in doc
-        }
+        extra = {k: doc[k] for k in ("evaluate", "crosstest", "map") if k in doc}
         return cls(
             **sections,
             simulate=dict(doc.get("simulate", {})),

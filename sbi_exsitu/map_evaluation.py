@@ -393,7 +393,8 @@ def plot_residual_distribution(residuals: dict[str, np.ndarray]) -> plt.Figure:
         ax.axvline(mae, color=c, ls="--", lw=1.2)
     ax.set(
         xlabel="pixel residual (posterior mean - true ex-situ fraction)",
-        ylabel="density",
+        ylabel="density (log scale)",
+        yscale="log",
         title="Per-pixel residuals (test set; dotted: mean, dashed: mean |r|)\n"
         "narrow and centred = good; flow should beat prior",
     )

@@ -98,7 +98,9 @@ class MapSettings:
         latent_dim: size of the cVAE latent.
         width: channels of the first cVAE stage.
         beta: KL weight of the ELBO (1 = the ELBO).
-        encoder_sees_obs: the encoder sees the observations too (the seed).
+        encoder_sees_obs: the encoder sees the observations too (the seed's
+            design; off by default: the latent then collapses and the flow
+            adds nothing, see docs/map-posterior.md).
         kl_warmup: epochs over which the KL weight rises linearly from 0 to
             ``beta``; without it the decoder learns to read the map off the
             observations before the latent carries anything, and ignores the
@@ -117,7 +119,7 @@ class MapSettings:
     latent_dim: int = 16
     width: int = 16
     beta: float = 1.0
-    encoder_sees_obs: bool = True
+    encoder_sees_obs: bool = False
     kl_warmup: int = 5
     flow_transforms: int = 3
     flow_hidden: int = 64

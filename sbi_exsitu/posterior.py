@@ -64,6 +64,7 @@ class PosteriorSummary:
     std: np.ndarray
     hdi68: np.ndarray
     hdi95: np.ndarray
+    misspecification: Any = None
 
     def to_columns(self) -> dict[str, np.ndarray]:
         """Flat ``{column: (n_obs,) array}`` for CSV/HDF5 tables."""
@@ -75,6 +76,8 @@ class PosteriorSummary:
             for level, hdi in (("68", self.hdi68), ("95", self.hdi95)):
                 cols[f"{name}_hdi{level}_low"] = hdi[:, d, 0]
                 cols[f"{name}_hdi{level}_high"] = hdi[:, d, 1]
+        if self.misspecification is not None:
+            cols |= self.misspecification.to_columns()
         return cols
 
 
@@ -313,10 +316,15 @@ class ExSituPosterior:
         progress: bool = False,
         render_config: RenderConfig | None = None,
         samples: np.ndarray | None = None,
+        misspecification: Any = False,
     ) -> PosteriorSummary:
         """Median, mean, std and 68%/95% highest-density intervals per observation.
 
-        Pass ``samples`` (n, S, D) to summarise draws you already have.
+        Pass ``samples`` (n, S, D) to summarise draws you already have. With
+        ``misspecification=True`` (or a ``MisspecificationDetector``) every
+        observation also gets a novelty score, a p-value against in-distribution
+        maps and a flag ("unlike the training set"), see
+        :mod:`sbi_exsitu.misspecification`.
         """
         import arviz as az
 
@@ -335,7 +343,14 @@ class ExSituPosterior:
             warnings.simplefilter("ignore")
             hdi68 = np.asarray(az.hdi(chain, hdi_prob=0.68))
             hdi95 = np.asarray(az.hdi(chain, hdi_prob=0.95))
+        scores = None
+        if misspecification is not False and misspecification is not None:
+            detector = misspecification
+            if detector is True:
+                detector = self.misspecification_detector()
+            scores = detector.score(self, self._as_maps(maps, render_config))
         return PosteriorSummary(
+            misspecification=scores,
             param_names=self.param_names,
             median=np.median(samples, axis=1),
             mean=samples.mean(axis=1),
@@ -343,6 +358,14 @@ class ExSituPosterior:
             hdi68=hdi68,
             hdi95=hdi95,
         )
+
+    def misspecification_detector(self) -> Any:
+        """The run's misspecification detector (fitted on first use, then cached)."""
+        from sbi_exsitu.misspecification import MisspecificationDetector
+
+        if getattr(self, "_detector", None) is None:
+            self._detector = MisspecificationDetector.for_run(self)
+        return self._detector
 
     def test_split(self) -> tuple[MapDataset, np.ndarray]:
         """The training dataset and its held-out test indices (from ``splits.json``).

@@ -114,10 +114,8 @@ def predict(
     if misspecification and hasattr(post, "estimators"):  # scalar posteriors
         import warnings
 
-        from sbi_exsitu.misspecification import MisspecificationDetector
-
         try:
-            detector = MisspecificationDetector.for_run(post, run_dir=run_dir)
+            detector = post.misspecification_detector()
         except FileNotFoundError as err:
             warnings.warn(f"no misspecification flags: {err}", stacklevel=2)
     out = Path(out)
@@ -140,9 +138,9 @@ def predict(
             )
         for i, (_, x) in enumerate(batches):
             s = post.sample(x, num_samples, seed=seed + i)
-            cols = post.summarize(x, samples=s).to_columns()
-            if detector is not None:
-                cols |= detector.score(post, x).to_columns()
+            cols = post.summarize(
+                x, samples=s, misspecification=detector or False
+            ).to_columns()
             summaries.append(cols)
             if save_samples:
                 chunks.append(s)

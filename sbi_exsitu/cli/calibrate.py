@@ -35,6 +35,9 @@ def calibrate(
 
     try:
         post = load_posterior(run, device=device)
+        if getattr(post, "kind", "scalar") == "map":
+            _calibrate_map(post, run, data, out, num_samples, seed)
+            return
         if data is None:
             dataset, indices = post.test_split()
             out_dir = out or run / "calibration"
@@ -75,3 +78,40 @@ def calibrate(
     typer.echo(f"wrote {out_dir / 'calibration.json'}")
     for p in plots:
         typer.echo(f"plot: {p}")
+
+
+def _calibrate_map(
+    post, run: Path, data: Path | None, out: Path | None, num_samples: int, seed: int
+) -> None:
+    """Per-pixel coverage and implied-f_ex coverage of a map-valued posterior."""
+    from sbi_exsitu.dataset import MapDataset
+    from sbi_exsitu.map_evaluation import map_calibration
+
+    if data is None:
+        dataset, indices = post.test_split()
+        out_dir = out or run / "calibration"
+    else:
+        dataset = MapDataset(data)
+        indices = None
+        out_dir = out or run / f"calibration-{data.stem}"
+    if indices is None:
+        import numpy as np
+
+        indices = np.arange(len(dataset))
+    # Map draws are (n, S, H, W): 100 per observation keep memory modest.
+    result = map_calibration(
+        post,
+        dataset,
+        indices,
+        num_samples=min(num_samples, 100),
+        seed=seed,
+        out_dir=out_dir,
+    )
+    for key in (
+        "pixel_coverage_error_68",
+        "pixel_coverage_error_95",
+        "fex_coverage_error_68",
+    ):
+        if key in result:
+            typer.echo(f"{key}: {result[key]}")
+    typer.echo(f"plot: {out_dir / 'map_coverage.png'}")
