@@ -218,7 +218,10 @@ def fit(
             (run_dir / "checkpoints" / f"member_{k}{suffix}").unlink(missing_ok=True)
         estimators.append(est.eval())
         histories.append(history.to_dict())
-    train_seconds = time.perf_counter() - t0
+    # Training time of the members as recorded when they trained, so a resumed
+    # run reports the real cost, not the seconds spent loading finished members.
+    train_seconds = float(sum(h.get("seconds", 0.0) for h in histories))
+    wall_seconds = time.perf_counter() - t0
     atomic_write_json(run_dir / "history.json", histories)
     save_figure(plot_training_curves(histories), run_dir / "training_curves.png")
 
@@ -240,6 +243,7 @@ def fit(
         "n_validation": len(splits["validation"]),
         "n_test": len(splits["test"]),
         "train_seconds": train_seconds,
+        "wall_seconds": wall_seconds,
         "members": [
             {
                 "epochs": len(h["train_loss"]),
