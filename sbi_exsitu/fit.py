@@ -119,7 +119,7 @@ def fit(
         :class:`FitResult` with the run directory, posterior and metrics.
     """
     if cfg.posterior.kind != "scalar":
-        from sbi_exsitu.map_posterior import fit_map_posterior
+        from sbi_exsitu.map_training import fit_map_posterior
 
         return fit_map_posterior(cfg, overwrite=overwrite, progress=progress)
     configure_threads(cfg.run.threads)
