@@ -55,6 +55,12 @@ Layout of ``<out_dir>/<name>/``::
 
 Every step resumes: datasets, trained cells and finished tests are reused.
 
+Modules: the ``[crosstest]`` table and cell names are in
+:mod:`~sbi_exsitu.crosstest_grid`, the datasets in
+:mod:`~sbi_exsitu.crosstest_data`, tables and the summary in
+:mod:`~sbi_exsitu.crosstest_tables`, figures in
+:mod:`~sbi_exsitu.crosstest_plots`; this module trains and tests the cells.
+
 References:
     | ERGO-ML: towards a robust machine learning model for inferring the fraction
       of accreted stars in galaxies from integral-field spectroscopic maps
@@ -68,11 +74,9 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,10 +84,26 @@ from typing import Any
 import numpy as np
 
 from sbi_exsitu.atomic import atomic_write_json, atomic_write_text
-from sbi_exsitu.config import ConfigError, check_keys
-from sbi_exsitu.dataset import DatasetWriter, MapDataset
+from sbi_exsitu.config import ConfigError
+from sbi_exsitu.crosstest_data import derive_channels, prepare_data, union_dataset
+from sbi_exsitu.crosstest_grid import (
+    UNION,
+    UNION_ID_OFFSET,
+    CrosstestSection,
+    aperture_label,
+    cell_name,
+)
+from sbi_exsitu.crosstest_tables import (
+    TABLE_COLUMNS,
+    markdown_table,
+    read_csv,
+    relation,
+    summarize_grid,
+    table_row,
+    write_csv,
+)
+from sbi_exsitu.dataset import MapDataset
 from sbi_exsitu.experiment import ExperimentConfig
-from sbi_exsitu.render import CHANNELS, RenderedViews
 
 __all__ = [
     "CrosstestSection",
@@ -95,144 +115,6 @@ __all__ = [
     "UNION",
     "UNION_ID_OFFSET",
 ]
-
-#: Name of the union training set in tables and paths.
-UNION = "union"
-#: Galaxy-id offset per model in the union dataset (model k: ids + k * offset).
-UNION_ID_OFFSET = 1_000_000
-
-_DEFAULT_CHANNELS = {
-    "all": list(CHANNELS),
-    "mass_kinematics": ["mass", "velocity", "dispersion"],
-    "age_metallicity": ["age", "metallicity"],
-}
-
-
-@dataclass(frozen=True)
-class CrosstestSection:
-    """The ``[crosstest]`` table (see the module docstring).
-
-    Attributes:
-        models: formation models; each is a training set and a test set.
-        union: also train on the union of the models' training sets.
-        channels: name -> channel subset.
-        apertures: aperture diameters in half-mass radii (``None`` = no aperture).
-        num_samples: posterior draws per test observation.
-        alpha: misspecification flag threshold on the conformal p-value.
-        method: misspecification score, ``"knn"`` or ``"mmd"`` (the other one's
-            ROC AUC is reported alongside).
-        max_reference: training maps in the detector's reference set.
-        n_shuffle: permutations of sbi's set-level MMD test.
-        highlight: ``(channels, aperture)`` pairs shown in the f_ex-M* and
-            coverage figures (default: the first and second channel sets at the
-            first and last aperture, i.e. all@4 and mass+kinematics@1).
-    """
-
-    models: tuple[str, ...] = ("tng-like", "eagle-like")
-    union: bool = True
-    channels: dict[str, tuple[str, ...]] = field(
-        default_factory=lambda: {k: tuple(v) for k, v in _DEFAULT_CHANNELS.items()}
-    )
-    apertures: tuple[float | None, ...] = (4.0, 2.0, 1.0)
-    num_samples: int = 500
-    alpha: float = 0.05
-    method: str = "knn"
-    max_reference: int = 2000
-    n_shuffle: int = 1000
-    highlight: tuple[tuple[str, float | None], ...] = ()
-
-    @classmethod
-    def from_dict(
-        cls, doc: dict[str, Any] | None, where: str = "[crosstest]"
-    ) -> CrosstestSection:
-        """Validate a parsed ``[crosstest]`` table.
-
-        Raises:
-            ConfigError: unknown key (with the closest known one) or bad value.
-        """
-        doc = dict(doc or {})
-        check_keys(doc, [f.name for f in dataclasses.fields(cls)], where)
-        kw: dict[str, Any] = {}
-        if "models" in doc:
-            kw["models"] = tuple(doc["models"])
-        if "channels" in doc:
-            kw["channels"] = {str(k): tuple(v) for k, v in doc["channels"].items()}
-        if "apertures" in doc:
-            kw["apertures"] = tuple(
-                None if a is False or a is None else float(a) for a in doc["apertures"]
-            )
-        if "highlight" in doc:
-            kw["highlight"] = tuple(
-                (str(c), None if a is False or a is None else float(a))
-                for c, a in doc["highlight"]
-            )
-        for key in (
-            "union",
-            "num_samples",
-            "alpha",
-            "method",
-            "max_reference",
-            "n_shuffle",
-        ):
-            if key in doc:
-                kw[key] = doc[key]
-        try:
-            return cls(**kw)
-        except ValueError as err:
-            raise ConfigError(f"{where}: {err}") from None
-
-    def __post_init__(self) -> None:
-        from sbi_exsitu.mock import available_models
-
-        known = available_models()
-        bad = [m for m in self.models if m not in known]
-        if bad or not self.models or len(set(self.models)) != len(self.models):
-            raise ValueError(
-                f"'models' is {list(self.models)}, expected distinct names from {known}"
-            )
-        if UNION in self.models:
-            raise ValueError(f"'{UNION}' is reserved for the union training set")
-        if not self.channels:
-            raise ValueError("'channels' must name at least one channel subset")
-        for name, chans in self.channels.items():
-            if (
-                not chans
-                or any(c not in CHANNELS for c in chans)
-                or len(set(chans)) != len(chans)
-            ):
-                raise ValueError(
-                    f"channels '{name}' is {list(chans)}, expected a "
-                    f"non-empty subset of {list(CHANNELS)}"
-                )
-            if "__" in name or "/" in name:
-                raise ValueError(
-                    f"channel-set name {name!r} may not contain '__' or '/'"
-                )
-        if not self.apertures or len(set(self.apertures)) != len(self.apertures):
-            raise ValueError(
-                f"'apertures' is {list(self.apertures)}, expected distinct values"
-            )
-        if self.num_samples < 10 or not 0 < self.alpha < 1:
-            raise ValueError("need num_samples >= 10 and 0 < alpha < 1")
-        if self.method not in ("mmd", "knn"):
-            raise ValueError(f"'method' is {self.method!r}, expected 'mmd' or 'knn'")
-        for c, a in self.highlight:
-            if c not in self.channels or a not in self.apertures:
-                raise ValueError(f"highlight ({c!r}, {a}) is not a grid cell")
-
-    @property
-    def train_sets(self) -> list[str]:
-        """The formation models, then ``"union"`` if enabled."""
-        return [*self.models, *([UNION] if self.union and len(self.models) > 1 else [])]
-
-    def highlighted(self) -> list[tuple[str, float | None]]:
-        """The configured highlight cells, or the paper's two (all@4, mk@1)."""
-        if self.highlight:
-            return list(self.highlight)
-        names = list(self.channels)
-        first = (names[0], self.apertures[0])
-        second = (names[min(1, len(names) - 1)], self.apertures[-1])
-        return [first] if first == second else [first, second]
 
 
 @dataclass
@@ -255,180 +137,6 @@ class CrosstestResult:
     files: list[Path] = field(default_factory=list)
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
-
-
-def _ap(aperture: float | None) -> str:
-    return "full" if aperture is None else f"{aperture:g}"
-
-
-def cell_name(train: str, channels: str, aperture: float | None) -> str:
-    """Directory name of a grid cell (also used for its datasets)."""
-    return f"{train}__{channels}__ap{_ap(aperture)}"
-
-
-# -- data ---------------------------------------------------------------------------
-def _simulation(
-    cfg: ExperimentConfig, model: str, model_index: int, aperture: float | None
-) -> Any:
-    from sbi_exsitu.simulate import SimulationConfig
-
-    sim = dict(cfg.simulate) | {"model": model}
-    # Independent galaxies per model (as TNG and EAGLE are), the same galaxies
-    # for every aperture of one model.
-    sim["seed"] = int(sim.get("seed", 0)) + 1000 * model_index
-    render = dict(cfg.render) | {
-        "channels": list(CHANNELS),
-        "aperture_re": aperture if aperture is not None else False,
-    }
-    return SimulationConfig.from_dict(
-        {"simulate": sim, "model": dict(cfg.model), "render": render},
-        where=f"{cfg.source} (crosstest {model}, aperture {_ap(aperture)})",
-    )
-
-
-def derive_channels(base: MapDataset, channels: tuple[str, ...], out: Path) -> Path:
-    """Write the ``channels`` slice of an all-channel dataset (exact, see module doc).
-
-    The stored render config is the base config with ``channels`` replaced, i.e.
-    what rendering with those channels would store. Reuses a finished ``out``.
-    """
-    if out.exists():
-        return out
-    cfg = base.render_config
-    missing = [c for c in channels if c not in cfg.channels]
-    if missing:
-        raise ValueError(f"{base.path} has no channel(s) {missing}")
-    pick = [cfg.channels.index(c) for c in channels]
-    new_cfg = dataclasses.replace(cfg, channels=tuple(channels))
-    attrs = base.attrs
-    attrs = {
-        k: v
-        for k, v in attrs.items()
-        if k not in ("schema_version", "render_config", "n_complete")
-    }
-    attrs["derived_from"] = {"path": str(base.path), "channels": list(channels)}
-    _copy_galaxies(
-        base, np.arange(len(base)), out, new_cfg, attrs, transform=lambda m: m[:, pick]
-    )
-    return out
-
-
-def _copy_galaxies(
-    src: MapDataset,
-    indices: np.ndarray,
-    out: Path,
-    render_config: Any,
-    attrs: dict[str, Any],
-    *,
-    transform: Callable | None = None,
-    id_offset: int = 0,
-    writer: DatasetWriter | None = None,
-) -> None:
-    gid = src.labels["galaxy_id"][indices]
-    # Samples of one galaxy are contiguous (written whole): cut at id changes.
-    cuts = np.flatnonzero(np.diff(gid)) + 1
-    own = writer is None
-    # Not `writer or ...`: a DatasetWriter with no samples yet has len 0 (falsy).
-    w = (
-        writer
-        if writer is not None
-        else DatasetWriter(out, render_config, overwrite=True, attrs=attrs)
-    )
-    try:
-        for group in np.split(indices, cuts):
-            maps = src.maps(group)
-            if transform is not None:
-                maps = transform(maps)
-            lab = {k: v[group] for k, v in src.labels.items()}
-            views = RenderedViews(
-                maps=np.ascontiguousarray(maps),
-                exsitu=src.exsitu(group),
-                mask=src.mask(group),
-                directions=np.zeros((len(group), 3)),
-            )
-            w.add_galaxy(
-                views,
-                galaxy_id=int(lab["galaxy_id"][0]) + id_offset,
-                f_ex=float(lab["f_ex"][0]),
-                log_mstar=float(lab["log_mstar"][0]),
-                half_mass_radius=float(lab["half_mass_radius"][0]),
-                model=str(lab["model"][0]),
-                view_ids=lab["view_id"],
-            )
-    except BaseException:
-        if own:
-            w.close(finalize=False)
-        raise
-    if own:
-        w.close()
-
-
-def union_dataset(sources: list[MapDataset], split_seed: int, out: Path) -> Path:
-    """Training + validation galaxies of every source, ids offset per source.
-
-    The sources' test galaxies (``split_by_galaxy`` with ``split_seed``) are left
-    out so the union posterior can be tested on them. Reuses a finished ``out``.
-    """
-    if out.exists():
-        return out
-    cfg = sources[0].render_config
-    for s in sources[1:]:
-        s.check_config(cfg)
-    attrs = {
-        "source": "crosstest-union",
-        "members": [str(s.path) for s in sources],
-        "id_offset": UNION_ID_OFFSET,
-        "split_seed": split_seed,
-    }
-    with DatasetWriter(out, cfg, overwrite=True, attrs=attrs) as writer:
-        for k, src in enumerate(sources):
-            sp = src.splits(seed=split_seed)
-            keep = np.sort(np.r_[sp["train"], sp["validation"]])
-            _copy_galaxies(
-                src, keep, out, cfg, attrs, writer=writer, id_offset=k * UNION_ID_OFFSET
-            )
-    return out
-
-
-def _prepare_data(
-    cfg: ExperimentConfig,
-    sec: CrosstestSection,
-    data_dir: Path,
-    progress: bool,
-    say: Callable,
-) -> dict[tuple[str, str, Any], Path]:
-    from sbi_exsitu.simulate import simulate
-
-    paths: dict[tuple[str, str, Any], Path] = {}
-    for a in sec.apertures:
-        for k, model in enumerate(sec.models):
-            base = data_dir / f"{model}__all5__ap{_ap(a)}.h5"
-            if not base.exists():
-                say(f"simulating {model}, aperture {_ap(a)} -> {base}")
-            simulate(
-                _simulation(cfg, model, k, a),
-                base,
-                resume=base.exists() or base.with_name(base.name + ".partial").exists(),
-                progress=progress,
-            )
-            with MapDataset(base) as ds:
-                for cname, chans in sec.channels.items():
-                    out = data_dir / f"{cell_name(model, cname, a)}.h5"
-                    if tuple(chans) == tuple(CHANNELS):
-                        out = base
-                    paths[(model, cname, a)] = derive_channels(ds, tuple(chans), out)
-        if UNION in sec.train_sets:
-            for cname in sec.channels:
-                out = data_dir / f"{cell_name(UNION, cname, a)}.h5"
-                srcs = [MapDataset(paths[(m, cname, a)]) for m in sec.models]
-                try:
-                    paths[(UNION, cname, a)] = union_dataset(
-                        srcs, cfg.data.split_seed, out
-                    )
-                finally:
-                    for s in srcs:
-                        s.close()
-    return paths
 
 
 # -- cells ----------------------------------------------------------------------------
@@ -545,210 +253,6 @@ def _test_cell(
     return result
 
 
-def _read_csv(path: Path) -> dict[str, np.ndarray]:
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]} if rows else {}
-
-
-# -- aggregation ---------------------------------------------------------------------
-def _relation(train: str, test: str) -> str:
-    return "union" if train == UNION else ("fixed" if train == test else "cross")
-
-
-_TABLE_COLUMNS = (
-    "train",
-    "test",
-    "relation",
-    "channels",
-    "aperture",
-    "n",
-    "bias",
-    "scatter",
-    "rmse",
-    "nlpd",
-    "coverage_error",
-    "coverage_area",
-    "verdict",
-    "flag_rate",
-    "auc",
-    "set_mmd_pvalue",
-)
-
-
-def _row(res: dict[str, Any], auc: float) -> dict[str, Any]:
-    o = res["metrics"]["overall"]
-    cal, ms = res["calibration"], res["misspecification"]
-    return {
-        "train": res["train"],
-        "test": res["test"],
-        "relation": _relation(res["train"], res["test"]),
-        "channels": res["channels"],
-        "aperture": _ap(res["aperture"]),
-        "n": res["n"],
-        "bias": o["bias"],
-        "scatter": o["scatter"],
-        "rmse": o["rmse"],
-        "nlpd": o.get("nlpd"),
-        "coverage_error": cal["max_abs_coverage_error"],
-        "coverage_area": cal["coverage_area"],
-        "verdict": cal["verdict"],
-        "flag_rate": ms["flag_rate"],
-        "auc": auc,
-        "set_mmd_pvalue": ms["set_test"]["p_value"],
-    }
-
-
-def _fmt(v: Any, nd: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}"
-    return str(v)
-
-
-def _markdown(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    lines = [
-        "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _write_csv(
-    rows: list[dict[str, Any]], columns: tuple[str, ...], path: Path
-) -> Path:
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(columns)
-    for r in rows:
-        w.writerow(
-            [
-                ""
-                if r.get(c) is None
-                else (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
-                for c in columns
-            ]
-        )
-    atomic_write_text(path, buf.getvalue())
-    return path
-
-
-def _mean(values: list[float]) -> float:
-    vals = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-def summarize_grid(
-    rows: list[dict[str, Any]], misspec: list[dict[str, Any]], sec: CrosstestSection
-) -> str:
-    """The generated Markdown summary: best transfer, the paper's test, the flag."""
-    configs = [(c, _ap(a)) for a in sec.apertures for c in sec.channels]
-    per: dict[tuple[str, str], dict[str, float]] = {}
-    for c, a in configs:
-        sel = [r for r in rows if r["channels"] == c and r["aperture"] == a]
-        per[(c, a)] = {
-            rel: _mean([r["rmse"] for r in sel if r["relation"] == rel])
-            for rel in ("fixed", "cross", "union")
-        } | {
-            "cross_cov": _mean(
-                [r["coverage_error"] for r in sel if r["relation"] == "cross"]
-            ),
-            "fixed_cov": _mean(
-                [r["coverage_error"] for r in sel if r["relation"] == "fixed"]
-            ),
-        }
-    lines = ["# Cross-simulator study: summary (generated)", ""]
-    ranked = sorted(
-        (k for k in per if np.isfinite(per[k]["cross"])), key=lambda k: per[k]["cross"]
-    )
-    if ranked:
-        best, worst = ranked[0], ranked[-1]
-        b, w = per[best], per[worst]
-        lines += [
-            f"- **Best transfer**: {best[0]} within {best[1]} r_e — cross-model "
-            f"RMSE {b['cross']:.3f} (in-model {b['fixed']:.3f}; gap "
-            f"{b['cross'] - b['fixed']:+.3f}), max coverage error across models "
-            f"{b['cross_cov']:.3f}.",
-            f"- **Worst transfer**: {worst[0]} within {worst[1]} r_e — cross RMSE "
-            f"{w['cross']:.3f} (in-model {w['fixed']:.3f}; gap "
-            f"{w['cross'] - w['fixed']:+.3f}), coverage error {w['cross_cov']:.3f}.",
-            f"- The best configuration's cross-model RMSE is "
-            f"{w['cross'] - b['cross']:.3f} lower ({w['cross'] / b['cross']:.2f}x) "
-            "than the worst one's.",
-        ]
-        gaps = sorted(ranked, key=lambda k: per[k]["cross"] - per[k]["fixed"])
-        lo, hi = gaps[0], gaps[-1]
-        lines.append(
-            f"- Transfer loss (cross − in-model RMSE) is smallest for {lo[0]} within "
-            f"{lo[1]} r_e ({per[lo]['cross'] - per[lo]['fixed']:+.3f}) and largest "
-            f"for {hi[0]} within {hi[1]} r_e "
-            f"({per[hi]['cross'] - per[hi]['fixed']:+.3f})."
-        )
-        fixed_best = min(per, key=lambda k: per[k]["fixed"])
-        lines.append(
-            f"- Best in-model accuracy: {fixed_best[0]} within "
-            f"{fixed_best[1]} r_e (RMSE {per[fixed_best]['fixed']:.3f})."
-        )
-    hl = sec.highlighted()
-    if len(hl) >= 2:
-        (c0, a0), (c1, a1) = hl[0], hl[1]
-        p0, p1 = per[(c0, _ap(a0))], per[(c1, _ap(a1))]
-        holds = p1["cross"] < p0["cross"] and p1["cross_cov"] < p0["cross_cov"]
-        lines += [
-            "",
-            "## The paper's central finding",
-            "",
-            f"{c1} within {_ap(a1)} r_e vs {c0} within {_ap(a0)} r_e: cross "
-            f"RMSE {p1['cross']:.3f} vs {p0['cross']:.3f}, cross coverage "
-            f"error {p1['cross_cov']:.3f} vs {p0['cross_cov']:.3f}, in-model "
-            f"RMSE {p1['fixed']:.3f} vs {p0['fixed']:.3f} (transfer loss "
-            f"{p1['cross'] - p1['fixed']:+.3f} vs {p0['cross'] - p0['fixed']:+.3f}). "
-            + (
-                "**Holds** on these mocks: the restricted configuration "
-                "transfers better in both accuracy and calibration."
-                if holds
-                else "**Does not hold** here (at least one of "
-                "cross-model accuracy and calibration is not better)."
-            ),
-        ]
-    if misspec:
-        fa = _mean([m["false_alarm_rate"] for m in misspec])
-        det = _mean([m["detection_rate"] for m in misspec])
-        auc = _mean([m["auc"] for m in misspec])
-        top = max(
-            (m for m in misspec if m.get("auc") is not None and np.isfinite(m["auc"])),
-            key=lambda m: m["auc"],
-            default=None,
-        )
-        lines += [
-            "",
-            "## Misspecification flag",
-            "",
-            f"Averaged over single-model cells: false-alarm rate {fa:.3f} "
-            f"(alpha = {sec.alpha}), detection rate on the other model's test "
-            f"set {det:.3f}, ROC AUC {auc:.3f}"
-            + "".join(
-                f" ({key[4:]} score: AUC {_mean([m[key] for m in misspec]):.3f})"
-                for key in misspec[0]
-                if key.startswith("auc_")
-            )
-            + ".",
-        ]
-        if top is not None:
-            lines.append(
-                f"Most detectable shift: train {top['train']}, "
-                f"{top['channels']} within {top['aperture']} r_e "
-                f"(AUC {top['auc']:.3f}, detection "
-                f"{top['detection_rate']:.3f})."
-            )
-    return "\n".join(lines) + "\n"
-
-
 # -- the job ---------------------------------------------------------------------------
 def crosstest(
     config_path: str | Path,
@@ -791,7 +295,7 @@ def crosstest(
     say = print if progress else (lambda *a, **k: None)
     configure_threads(cfg.run.threads)
     t_start = time.perf_counter()
-    paths = _prepare_data(cfg, sec, root / "data", progress, say)
+    paths = prepare_data(cfg, sec, root / "data", progress, say)
 
     results: list[dict[str, Any]] = []
     trained, reused = [], []
@@ -841,13 +345,13 @@ def crosstest(
     # positives (the union has no out-of-model test set).
     scores: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for res in results:
-        scores[(res["cell"], res["test"])] = _read_csv(
+        scores[(res["cell"], res["test"])] = read_csv(
             root / "cells" / res["cell"] / "tests" / f"{res['test']}.csv"
         )
     rows, misspec = [], []
     for res in results:
         auc = float("nan")
-        rel = _relation(res["train"], res["test"])
+        rel = relation(res["train"], res["test"])
         if rel == "cross":
             neg = scores[(res["cell"], res["train"])]["misspec_score"]
             pos = scores[(res["cell"], res["test"])]["misspec_score"]
@@ -867,7 +371,7 @@ def crosstest(
                     "train": res["train"],
                     "test": res["test"],
                     "channels": res["channels"],
-                    "aperture": _ap(res["aperture"]),
+                    "aperture": aperture_label(res["aperture"]),
                     "false_alarm_rate": fixed["misspecification"]["flag_rate"],
                     "detection_rate": res["misspecification"]["flag_rate"],
                     "auc": auc,
@@ -876,9 +380,9 @@ def crosstest(
                     "set_pvalue_cross": res["misspecification"]["set_test"]["p_value"],
                 }
             )
-        rows.append(_row(res, auc))
-    files = [_write_csv(rows, _TABLE_COLUMNS, root / "table.csv")]
-    atomic_write_text(root / "table.md", _markdown(rows, _TABLE_COLUMNS))
+        rows.append(table_row(res, auc))
+    files = [write_csv(rows, TABLE_COLUMNS, root / "table.csv")]
+    atomic_write_text(root / "table.md", markdown_table(rows, TABLE_COLUMNS))
     other = "knn" if sec.method == "mmd" else "mmd"
     ms_cols = (
         "train",
@@ -894,12 +398,12 @@ def crosstest(
     )
     files += [
         root / "table.md",
-        _write_csv(misspec, ms_cols, root / "misspecification.csv"),
+        write_csv(misspec, ms_cols, root / "misspecification.csv"),
     ]
     summary = summarize_grid(rows, misspec, sec)
-    summary += "\n## Table\n\n" + _markdown(rows, _TABLE_COLUMNS)
+    summary += "\n## Table\n\n" + markdown_table(rows, TABLE_COLUMNS)
     if misspec:
-        summary += "\n## Misspecification flag per cell\n\n" + _markdown(
+        summary += "\n## Misspecification flag per cell\n\n" + markdown_table(
             misspec, ms_cols
         )
     atomic_write_text(root / "summary.md", summary)

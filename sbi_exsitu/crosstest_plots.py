@@ -47,7 +47,7 @@ _Scores = dict[tuple[str, str], dict[str, np.ndarray]]
 
 
 def _relation(train: str, test: str) -> str:
-    from sbi_exsitu.crosstest import UNION
+    from sbi_exsitu.crosstest_grid import UNION
 
     return "union" if train == UNION else ("fixed" if train == test else "cross")
 

@@ -61,6 +61,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from sbi_exsitu.map_noise import shared_normal
+
 __all__ = [
     "CVAEConfig",
     "ConditionPyramid",
@@ -243,10 +245,17 @@ def censored_gaussian_nll(y: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
 
 
 def sample_censored_gaussian(
-    mu: Tensor, sigma: Tensor, generator: torch.Generator | None = None
+    mu: Tensor,
+    sigma: Tensor,
+    generator: torch.Generator | None = None,
+    shared: float = 0.0,
 ) -> Tensor:
-    """Draws clip(mu + sigma * eps, 0, 1): exact samples of the pixel likelihood."""
-    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    """Draws clip(mu + sigma * eps, 0, 1): exact samples of the pixel likelihood.
+
+    ``shared`` is the correlation rho of the noise between the pixels of one
+    (B, H, W) map (:mod:`sbi_exsitu.map_noise`); the marginals do not depend on it.
+    """
+    eps = shared_normal(mu.shape, shared, generator, dtype=mu.dtype, device=mu.device)
     return (mu + sigma * eps).clamp(0.0, 1.0)
 
 
@@ -321,15 +330,17 @@ class ConditionalVAE(nn.Module):
         noise: bool = True,
         generator: torch.Generator | None = None,
         feats: list[Tensor] | None = None,
+        shared_noise: float = 0.0,
     ) -> Tensor:
         """Ex-situ maps (B, H, W) in [0, 1] for latents z, 0 outside the mask.
 
         With ``noise=False`` the mean of the pixel likelihood,
-        E[clip(N(mu, sigma^2), 0, 1)], is returned instead of a draw.
+        E[clip(N(mu, sigma^2), 0, 1)], is returned instead of a draw;
+        ``shared_noise`` is the pixel-to-pixel noise correlation of a draw.
         """
         mu, sigma = self.decode(z, x, mask, feats)
         if noise:
-            y = sample_censored_gaussian(mu, sigma, generator)
+            y = sample_censored_gaussian(mu, sigma, generator, shared_noise)
         else:
             y = censored_gaussian_mean(mu, sigma)
         return torch.where(mask, y, torch.zeros_like(y))

@@ -1,4 +1,4 @@
-r"""Evaluation and calibration of the map-valued posterior.
+r"""Residuals and figures of the map-valued posterior.
 
 :func:`evaluate_map_posterior` reproduces figs. 2 and 3 of Angeloudi et al.
 (2024, arXiv:2410.24069): for test galaxies the mean of ``num_samples`` maps
@@ -9,28 +9,8 @@ of per-pixel residuals (mean map - truth) with their means, the residual
 against the true pixel ex-situ fraction, and panels of observation maps, true
 map, posterior mean, posterior std and residual. Only unmasked pixels count.
 
-:func:`map_calibration` measures per-pixel coverage: the fraction of unmasked
-pixels whose true value lies in the central x% interval of the posterior
-draws, as a curve over x; and the coverage of the implied scalar f_ex (both
-against the f_ex implied by the *true* map with the same weights, which tests
-the map posterior itself, and against the f_ex label, which also carries the
-error of the mass weights; :mod:`sbi_exsitu.map_posterior`). Pixels whose true
-value is exactly 0 or 1 sit on atoms of the posterior, where a central
-interval that touches the atom covers the truth: that curve then errs on the
-conservative side even for a calibrated posterior. So two more curves are
-reported: the coverage over pixels with 0 < truth < 1 only, and the coverage
-implied by the randomised PIT (Czado, Gneiting & Held 2009), which is exact for
-distributions with atoms and is the calibration test to judge by.
+:func:`sbi_exsitu.map_coverage.map_calibration` measures the calibration.
 
-Example:
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> truth = rng.uniform(size=(20, 8, 8))
-    >>> draws = rng.uniform(size=(20, 200, 8, 8))  # the right posterior: U(0, 1)
-    >>> mask = np.ones((20, 8, 8), bool)
-    >>> cov = pixel_coverage(draws, truth, mask, [0.68, 0.95])
-    >>> bool(abs(cov[0] - 0.68) < 0.05 and abs(cov[1] - 0.95) < 0.03)
-    True
 """
 
 from __future__ import annotations
@@ -45,19 +25,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sbi_exsitu.atomic import atomic_write_json  # noqa: E402
 from sbi_exsitu.dataset import MapDataset  # noqa: E402
 from sbi_exsitu.fit_plots import save_figure  # noqa: E402
 
 __all__ = [
-    "COVERAGE_LEVELS",
-    "central_coverage",
     "evaluate_map_posterior",
-    "map_calibration",
-    "pit_coverage",
-    "pixel_coverage",
-    "plot_map_coverage",
-    "randomized_pit",
     "plot_map_panels",
     "plot_map_training",
     "plot_residual_distribution",
@@ -66,186 +38,6 @@ __all__ = [
 
 METHODS = ("reconstruction", "prior", "flow")
 _COLORS = {"reconstruction": "C2", "prior": "C1", "flow": "C0"}
-COVERAGE_LEVELS = np.unique(np.r_[np.linspace(0.0, 1.0, 21), 0.68, 0.95].round(4))
-
-
-def pixel_coverage(
-    samples: np.ndarray,
-    truth: np.ndarray,
-    mask: np.ndarray,
-    levels: Sequence[float] = COVERAGE_LEVELS,
-) -> np.ndarray:
-    """Fraction of unmasked pixels whose truth lies in each central interval.
-
-    Args:
-        samples: (n, S, H, W) posterior draws.
-        truth: (n, H, W) true maps.
-        mask: (n, H, W) pixels that count.
-        levels: central interval probabilities x in [0, 1].
-
-    Returns:
-        (L,) coverage per level.
-    """
-    hits = _pixel_hits(samples, truth, mask, levels)
-    return hits / max(int(mask.sum()), 1)
-
-
-def randomized_pit(
-    samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, seed: int = 0
-) -> np.ndarray:
-    """Randomised PIT of every unmasked pixel: uniform iff calibrated, atoms or not.
-
-    ``u = F(y-) + V (F(y) - F(y-))`` with ``V ~ U(0, 1)`` and ``F`` the empirical
-    CDF of the draws (Czado, Gneiting & Held 2009, Biometrics 65:1254). For a
-    pixel whose truth sits on an atom of the posterior (exactly 0 or 1) the plain
-    PIT is not uniform; the randomised one is.
-
-    Returns:
-        (P,) values in [0, 1], one per unmasked pixel.
-    """
-    sel = mask.astype(bool)
-    draws = samples.transpose(0, 2, 3, 1)[sel]
-    t = truth[sel][:, None]
-    below, at_or_below = (draws < t).mean(axis=1), (draws <= t).mean(axis=1)
-    v = np.random.default_rng(seed).uniform(size=below.shape)
-    return below + v * (at_or_below - below)
-
-
-def pit_coverage(pit: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Coverage of central intervals implied by PIT values: P(|u - 1/2| <= x/2)."""
-    dist = np.abs(np.asarray(pit) - 0.5)[:, None]
-    return (dist <= np.asarray(levels, dtype=float)[None] / 2 + 1e-12).mean(axis=0)
-
-
-def _pixel_hits(
-    samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, levels: Sequence[float]
-) -> np.ndarray:
-    levels = np.asarray(levels, dtype=float)
-    sel = mask.astype(bool)
-    draws = np.sort(samples.transpose(0, 2, 3, 1)[sel], axis=-1)  # (P, S)
-    t = truth[sel][:, None]
-    lo = np.quantile(draws, (1 - levels) / 2, axis=-1).T  # (P, L)
-    hi = np.quantile(draws, (1 + levels) / 2, axis=-1).T
-    return ((t >= lo) & (t <= hi)).sum(axis=0).astype(float)
-
-
-def central_coverage(
-    samples: np.ndarray, truth: np.ndarray, levels: Sequence[float] = COVERAGE_LEVELS
-) -> np.ndarray:
-    """Coverage of central intervals of scalar draws (n, S) for truths (n,)."""
-    levels = np.asarray(levels, dtype=float)
-    lo = np.quantile(samples, (1 - levels) / 2, axis=1).T  # (n, L)
-    hi = np.quantile(samples, (1 + levels) / 2, axis=1).T
-    t = np.asarray(truth)[:, None]
-    return ((t >= lo) & (t <= hi)).mean(axis=0)
-
-
-def _at(levels: np.ndarray, values: np.ndarray, level: float) -> float:
-    return float(values[int(np.argmin(np.abs(levels - level)))])
-
-
-def map_calibration(
-    post: Any,
-    dataset: MapDataset,
-    indices: np.ndarray,
-    *,
-    num_samples: int = 100,
-    seed: int = 0,
-    levels: Sequence[float] = COVERAGE_LEVELS,
-    out_dir: str | Path | None = None,
-    samples: np.ndarray | None = None,
-    mass: np.ndarray | None = None,
-    batch_size: int = 32,
-) -> dict[str, Any]:
-    """Per-pixel and implied-f_ex coverage of a map posterior on labelled maps.
-
-    Args:
-        post: a :class:`~sbi_exsitu.map_posterior.MapPosterior`.
-        dataset: maps with true ex-situ maps (and f_ex labels).
-        indices: which observations.
-        num_samples: draws per observation.
-        seed: sampling seed.
-        levels: central interval probabilities.
-        out_dir: if given, write ``map_coverage.png`` and
-            ``map_calibration.json`` there.
-        samples: (len(indices), S, H, W) flow draws already made.
-        mass: (len(indices), H, W) linear mass per pixel for the f_ex weights.
-        batch_size: observations sampled at once (bounds memory).
-
-    Returns:
-        JSON-ready dict: ``levels``, ``pixel_coverage``,
-        ``pixel_coverage_error_68``/``_95`` (coverage - nominal),
-        ``pixel_max_coverage_error``, ``pixel_rpit_coverage`` (randomised PIT)
-        and ``pixel_interior_coverage`` (0 < truth < 1) with their errors,
-        ``fex_coverage`` (vs the true map's f_ex),
-        ``fex_label_coverage``, their ``_error_68``/``_95``, ``n_obs``,
-        ``n_pixels``, ``weighting``.
-    """
-    from sbi_exsitu.map_posterior import implied_fex
-
-    post.check_render_config(dataset.render_config, where=str(dataset.path))
-    indices = np.asarray(indices, dtype=np.int64)
-    levels = np.asarray(levels, dtype=float)
-    hits = np.zeros(len(levels))
-    hits_inner = np.zeros(len(levels))
-    n_pix = n_inner = 0
-    pits = []
-    f_draws, f_map, kinds = [], [], set()
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start : start + batch_size]
-        x, y, m = dataset.maps(idx), dataset.exsitu(idx), dataset.mask(idx)
-        if samples is None:
-            s = post.sample(x, num_samples, seed=seed + start, mask=m)
-        else:
-            s = samples[start : start + len(idx)]
-        hits += _pixel_hits(s, y, m, levels)
-        inner = m & (y > 0) & (y < 1)
-        hits_inner += _pixel_hits(s, y, inner, levels)
-        n_pix += int(m.sum())
-        n_inner += int(inner.sum())
-        pits.append(randomized_pit(s, y, m, seed=seed + start))
-        w, kind = post.mass_weights(
-            x, m, mass=None if mass is None else mass[start : start + len(idx)]
-        )
-        kinds.add(kind)
-        f_draws.append(implied_fex(s, w))
-        f_map.append(implied_fex(y[:, None], w)[:, 0])
-    cov = hits / max(n_pix, 1)
-    cov_inner = hits_inner / max(n_inner, 1)
-    cov_rpit = pit_coverage(np.concatenate(pits), levels)
-    f_draws_all, f_true = np.concatenate(f_draws), np.concatenate(f_map)
-    out: dict[str, Any] = {
-        "levels": levels.tolist(),
-        "pixel_coverage": cov.tolist(),
-        "pixel_coverage_error_68": _at(levels, cov, 0.68) - 0.68,
-        "pixel_coverage_error_95": _at(levels, cov, 0.95) - 0.95,
-        "pixel_max_coverage_error": float(np.max(np.abs(cov - levels))),
-        "pixel_rpit_coverage": cov_rpit.tolist(),
-        "pixel_rpit_coverage_error_68": _at(levels, cov_rpit, 0.68) - 0.68,
-        "pixel_rpit_coverage_error_95": _at(levels, cov_rpit, 0.95) - 0.95,
-        "pixel_interior_coverage": cov_inner.tolist(),
-        "pixel_interior_coverage_error_68": _at(levels, cov_inner, 0.68) - 0.68,
-        "pixel_interior_fraction": n_inner / max(n_pix, 1),
-        "n_obs": len(indices),
-        "n_pixels": n_pix,
-        "num_samples": int(f_draws_all.shape[1]),
-        "weighting": "+".join(sorted(kinds)),
-    }
-    curves = {"fex": f_true}
-    labels = dataset.labels["f_ex"][indices]
-    if np.all(np.isfinite(labels)):
-        curves["fex_label"] = labels
-    for key, truth in curves.items():
-        c = central_coverage(f_draws_all, truth, levels)
-        out[f"{key}_coverage"] = c.tolist()
-        out[f"{key}_coverage_error_68"] = _at(levels, c, 0.68) - 0.68
-        out[f"{key}_coverage_error_95"] = _at(levels, c, 0.95) - 0.95
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        fig = plot_map_coverage(out)
-        save_figure(fig, out_dir / "map_coverage")
-        atomic_write_json(out_dir / "map_calibration.json", out)
-    return out
 
 
 def evaluate_map_posterior(
@@ -279,7 +71,7 @@ def evaluate_map_posterior(
         galaxies of the per-map mean); for the flow also ``mean_pixel_std`` and
         the implied-f_ex errors.
     """
-    from sbi_exsitu.map_posterior import implied_fex
+    from sbi_exsitu.map_fex import implied_fex
 
     post.check_render_config(dataset.render_config, where=str(dataset.path))
     indices = np.asarray(indices, dtype=np.int64)
@@ -486,67 +278,6 @@ def plot_map_panels(
         fig.colorbar(
             last[key], ax=axes[:, col], shrink=0.6, location="bottom", pad=0.02
         )
-    return fig
-
-
-def plot_map_coverage(result: dict[str, Any]) -> plt.Figure:
-    """Per-pixel and implied-f_ex coverage of central intervals vs nominal level."""
-    levels = np.asarray(result["levels"])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
-    for ax, keys, title in (
-        (
-            axes[0],
-            [
-                ("pixel_coverage", "central interval, all pixels", "C0"),
-                ("pixel_interior_coverage", "pixels with 0 < truth < 1", "C2"),
-                ("pixel_rpit_coverage", "randomised PIT, all pixels", "C3"),
-            ],
-            f"per-pixel ({result['n_pixels']} pixels)",
-        ),
-        (
-            axes[1],
-            [
-                ("fex_coverage", "vs f_ex of the true map", "C0"),
-                ("fex_label_coverage", "vs f_ex label", "C3"),
-            ],
-            f"implied f_ex ({result['n_obs']} maps, weights: {result['weighting']})",
-        ),
-    ):
-        ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
-        if "f_ex" in title:
-            half = 1.96 * np.sqrt(levels * (1 - levels) / result["n_obs"])
-            ax.fill_between(
-                levels,
-                levels - half,
-                levels + half,
-                color="0.85",
-                label="95% scatter if calibrated",
-            )
-        for key, label, color in keys:
-            if key in result:
-                ax.plot(levels, result[key], color=color, lw=2, label=label)
-        ax.set(
-            xlim=(0, 1),
-            ylim=(0, 1),
-            aspect="equal",
-            xlabel="central interval probability",
-            ylabel="empirical coverage",
-            title=title + "\nbelow diagonal = overconfident",
-        )
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=8, frameon=False, loc="upper left")
-    e68, e95 = result["pixel_coverage_error_68"], result["pixel_coverage_error_95"]
-    axes[0].text(
-        0.97,
-        0.03,
-        f"central 68%: {e68:+.3f}, 95%: {e95:+.3f}\n"
-        f"randomised PIT 68%: {result.get('pixel_rpit_coverage_error_68', 0):+.3f}",
-        ha="right",
-        va="bottom",
-        transform=axes[0].transAxes,
-        fontsize=9,
-    )
-    fig.tight_layout()
     return fig
 
 

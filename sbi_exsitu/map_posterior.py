@@ -10,7 +10,10 @@ posterior draw is
 .. math:: z \sim q_\phi(z \mid s(x)), \qquad
           y = \mathrm{clip}(\mu_\theta(z, x) + \sigma_\theta(z, x)\,\epsilon, 0, 1),
 
-so draws are in [0, 1] and 0 outside the galaxy mask.
+so draws are in [0, 1] and 0 outside the galaxy mask. The pixel noise
+:math:`\epsilon` is N(0, 1) per pixel with correlation ``noise_rho`` between the
+pixels of a draw (:mod:`sbi_exsitu.map_noise`), fitted on the validation split
+after training.
 
 Training (:func:`sbi_exsitu.map_training.fit_map_posterior`, run by
 ``sbi-exsitu fit`` when the TOML has ``[posterior] kind = "map"``) has two
@@ -22,23 +25,8 @@ autoregressive) and its embedding net on :math:`-\log q_\phi(z \mid s(x))` with
 :math:`z \sim q(z \mid y, x)` from the frozen encoder, i.e. the flow learns the
 aggregate posterior of the latent given the observations.
 
-The implied scalar f_ex is the mass-weighted mean of a sampled map,
-:math:`\sum_p w_p y_p / \sum_p w_p` over the unmasked pixels. The observed mass
-map is log10 and standardised per map by default, which loses the per-map
-log-mass scale :math:`s` (the offset cancels in the ratio, the scale does not:
-:math:`w_p \propto 10^{s z_p}`). The weights are therefore, in order:
-
-1. ``mass=`` given by the caller -- the linear stellar mass per pixel (any units);
-2. render config with a ``mass`` channel and ``standardize = false``:
-   ``10**mass`` (or ``mass`` when ``log_mass = false``) -- exact;
-3. standardised log-mass channel: :math:`10^{\hat s z_p}` with one effective
-   scale :math:`\hat s` fitted on the training split so that the *true* maps
-   reproduce the f_ex labels best (``mass_scale`` in ``model.json``) -- an
-   approximation, which also absorbs on average the mass outside the mask;
-4. no usable mass channel: the unweighted mean over the mask.
-
-A dataset that stored the per-map mean and std of the log-mass channel before
-standardisation would make case 3 exact (see ``docs/map-posterior.md``).
+The implied scalar f_ex of a draw is its mass-weighted mean over the mask,
+with the weights of :mod:`sbi_exsitu.map_fex`.
 
 Example:
     >>> import sbi_exsitu as sx                                    # doctest: +SKIP
@@ -71,6 +59,7 @@ from sbi_exsitu.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.dataset import MapDataset
 from sbi_exsitu.device import resolve_device
 from sbi_exsitu.experiment import ExperimentConfig
+from sbi_exsitu.map_fex import implied_fex, mass_weights
 from sbi_exsitu.render import RenderConfig
 
 __all__ = [
@@ -78,7 +67,6 @@ __all__ = [
     "MapPosterior",
     "MapSettings",
     "MapSummary",
-    "fit_mass_scale",
     "load_map_posterior",
 ]
 
@@ -106,6 +94,10 @@ class MapSettings:
         flow_bins: spline bins.
         flow_epochs: maximum epochs of the flow phase.
         flow_patience: early-stopping patience of the flow phase.
+        shared_noise: after training, fit the pixel-to-pixel correlation of
+            the pixel noise on the validation split
+            (:func:`sbi_exsitu.map_noise.fit_shared_noise`); False keeps the
+            pixels independent, which makes the implied f_ex overconfident.
         max_train: cap on training maps (None = the whole train split).
         eval_samples: posterior draws per test map for figures and metrics.
         eval_max_obs: test maps used for figures and calibration.
@@ -122,6 +114,7 @@ class MapSettings:
     flow_bins: int = 8
     flow_epochs: int = 60
     flow_patience: int = 10
+    shared_noise: bool = True
     max_train: int | None = None
     eval_samples: int = 100
     eval_max_obs: int = 300
@@ -137,6 +130,13 @@ class MapSettings:
 
 class LatentFlow(nn.Module):
     """q(z | x): a zuko NSF over the latent conditioned on an embedding of x.
+
+    The flow models the standardised latent ``(z - z_loc) / z_scale``, as sbi
+    z-scores theta: with a weak KL weight the encoder's latents spread over
+    several units and sit off centre, beyond the [-5, 5] domain of zuko's
+    splines, and the flow then barely learns its conditioning (seen on the
+    toy of ``tests/test_map_posterior.py``). :meth:`standardize` sets the
+    shift and scale from the training latents before the flow is trained.
 
     Args:
         embedding: (B, C, H, W) -> (B, E) net from :mod:`embeddings`.
@@ -164,9 +164,26 @@ class LatentFlow(nn.Module):
             hidden_features=(hidden, hidden),
             passes=2,  # coupling: one pass to sample (SBI_NOTES: ~10x faster)
         )
+        self.register_buffer("z_loc", torch.zeros(latent_dim))
+        self.register_buffer("z_scale", torch.ones(latent_dim))
+
+    @torch.no_grad()
+    def standardize(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the latent shift and scale from encoder means and stds (N, D).
+
+        The scale is that of the aggregate posterior: the spread of the means
+        plus the mean encoder variance.
+        """
+        self.z_loc.copy_(mean.mean(0))
+        self.z_scale.copy_((mean.var(0) + std.pow(2).mean(0)).sqrt().clamp_min(1e-3))
 
     def forward(self, x: torch.Tensor) -> torch.distributions.Distribution:
-        return self.flow(self.embedding(x))
+        affine = torch.distributions.AffineTransform(
+            self.z_loc, self.z_scale, event_dim=1
+        )
+        return torch.distributions.TransformedDistribution(
+            self.flow(self.embedding(x)), [affine]
+        )
 
     def log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self(x).log_prob(z)
@@ -207,84 +224,6 @@ class MapSummary:
         }
 
 
-def mass_weights(
-    maps: np.ndarray,
-    mask: np.ndarray,
-    render_config: RenderConfig,
-    *,
-    mass: np.ndarray | None = None,
-    mass_scale: float | None = None,
-) -> tuple[np.ndarray, str]:
-    """(n, H, W) non-negative pixel weights for the implied f_ex, and their kind.
-
-    See the module docstring for the order of the cases.
-    """
-    m = mask.astype(np.float64)
-    if mass is not None:
-        mass = np.asarray(mass, dtype=np.float64)
-        if mass.shape != mask.shape or np.any(mass[mask] < 0):
-            raise ValueError(
-                f"mass must be (n, H, W) = {mask.shape} and >= 0, got {mass.shape}"
-            )
-        return np.where(mask, mass, 0.0), "mass"
-    cfg = render_config
-    if "mass" in cfg.channels:
-        ch = maps[:, cfg.channels.index("mass")].astype(np.float64)
-        if not cfg.standardize:
-            if cfg.log_mass:
-                # Subtract the per-map maximum: the ratio is unchanged, no overflow.
-                peak = np.where(mask, ch, -np.inf).max(axis=(1, 2), keepdims=True)
-                return m * 10.0 ** np.where(mask, ch - peak, -np.inf), "mass_channel"
-            return m * np.maximum(ch, 0.0), "mass_channel"
-        if cfg.log_mass and mass_scale is not None:
-            return m * 10.0 ** (mass_scale * np.where(mask, ch, 0.0)), "fitted_scale"
-    return m, "uniform"
-
-
-def implied_fex(samples: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(n, S) weighted means of (n, S, H, W) maps with (n, H, W) weights."""
-    w = weights / np.maximum(weights.sum(axis=(1, 2), keepdims=True), 1e-300)
-    return np.einsum("nshw,nhw->ns", samples, w)
-
-
-def fit_mass_scale(
-    exsitu: np.ndarray,
-    maps: np.ndarray,
-    mask: np.ndarray,
-    f_ex: np.ndarray,
-    render_config: RenderConfig,
-    grid: np.ndarray | None = None,
-) -> float | None:
-    """The scale s for which 10**(s * standardised log mass) weights reproduce f_ex.
-
-    A 1-D grid search of the RMS error of the implied f_ex of the *true* maps
-    against the labels. None when the mass channel is not standardised log mass.
-
-    Example:
-        >>> cfg = RenderConfig(resolution=8, min_pixels=1)
-        >>> rng = np.random.default_rng(0)
-        >>> z = rng.normal(size=(50, 5, 8, 8)); mask = np.ones((50, 8, 8), bool)
-        >>> y = rng.uniform(size=(50, 8, 8))
-        >>> w = 10 ** (0.7 * z[:, 0]); f = (w * y).sum((1, 2)) / w.sum((1, 2))
-        >>> round(fit_mass_scale(y, z, mask, f, cfg), 2)
-        0.7
-    """
-    if not (
-        "mass" in render_config.channels
-        and render_config.standardize
-        and render_config.log_mass
-    ):
-        return None
-    grid = np.linspace(0.0, 3.0, 301) if grid is None else grid
-    ch = np.where(mask, maps[:, render_config.channels.index("mass")], 0.0)
-    errors = []
-    for s in grid:
-        w = mask * 10.0 ** (s * ch)
-        pred = (w * exsitu).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
-        errors.append(np.sqrt(np.mean((pred - f_ex) ** 2)))
-    return float(grid[int(np.argmin(errors))])
-
-
 def _infer_mask(maps: np.ndarray) -> np.ndarray:
     # The renderer sets every channel to exactly 0 outside the mask.
     return np.any(maps != 0, axis=1)
@@ -300,6 +239,8 @@ class MapPosterior:
         embedding_config: the :func:`embeddings.build_embedding` arguments.
         settings: the ``[map]`` settings used in training.
         mass_scale: fitted log-mass scale for the implied f_ex (or None).
+        noise_rho: correlation of the pixel noise between the pixels of a
+            draw (:mod:`sbi_exsitu.map_noise`; 0 = independent pixels).
         device: where to evaluate.
         run_dir: the run directory, if loaded from one.
         metadata: free-form JSON (training set, times).
@@ -316,10 +257,13 @@ class MapPosterior:
         settings: MapSettings,
         *,
         mass_scale: float | None = None,
+        noise_rho: float = 0.0,
         device: str | torch.device = "cpu",
         run_dir: Path | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        if not 0.0 <= noise_rho < 1.0:
+            raise ValueError(f"noise_rho is {noise_rho}, expected 0 <= rho < 1")
         self.device = resolve_device(device)
         self.cvae = cvae.to(self.device).eval()
         self.flow = flow.to(self.device).eval()
@@ -327,6 +271,7 @@ class MapPosterior:
         self.embedding_config = dict(embedding_config)
         self.settings = settings
         self.mass_scale = mass_scale
+        self.noise_rho = float(noise_rho)
         self.run_dir = run_dir
         self.metadata = dict(metadata or {})
 
@@ -442,6 +387,7 @@ class MapPosterior:
                 noise=noise,
                 generator=generator,
                 feats=rep,
+                shared_noise=self.noise_rho,
             )
             out[:, s0 : s0 + s] = (
                 y.view(s, len(x), *y.shape[1:]).transpose(0, 1).numpy()
@@ -506,6 +452,45 @@ class MapPosterior:
                 )
         return out
 
+    @torch.no_grad()
+    def pixel_likelihood(
+        self,
+        maps: np.ndarray,
+        num_samples: int,
+        *,
+        mask: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) of the pixel likelihood for flow latents, before noise.
+
+        Args:
+            maps: (n, C, H, W) observation maps.
+            num_samples: latent draws per observation.
+            mask: as in :meth:`sample`.
+            seed: latent sampling seed.
+
+        Returns:
+            Two (n, num_samples, H, W) float32 arrays; a draw is
+            ``clip(mu + sigma * eps, 0, 1)`` inside the mask.
+        """
+        arr, msk = self._inputs(maps, mask, None)
+        x = torch.from_numpy(arr).to(self.device)
+        m = torch.from_numpy(msk).to(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            z = self._latents("flow", x, num_samples, torch.Generator(), None, m)
+        feats = [f.repeat(num_samples, 1, 1, 1) for f in self.cvae.condition(x, m)]
+        mu, sigma = self.cvae.decode(
+            z.reshape(num_samples * len(x), -1),
+            x.repeat(num_samples, 1, 1, 1),
+            m.repeat(num_samples, 1, 1),
+            feats,
+        )
+        shape = (num_samples, len(x), *x.shape[-2:])
+        return tuple(  # type: ignore[return-value]
+            t.view(shape).transpose(0, 1).cpu().numpy() for t in (mu, sigma)
+        )
+
     def summarize(
         self,
         maps: np.ndarray | MapDataset,
@@ -525,7 +510,7 @@ class MapPosterior:
             maps, num_samples, seed, batch_size, progress, render_config, mask:
                 as in :meth:`sample`.
             mass: (n, H, W) linear stellar mass per pixel for the f_ex weights;
-                default: from the maps (see the module docstring).
+                default: from the maps (:mod:`sbi_exsitu.map_fex`).
             samples: (n, S, H, W) draws you already have.
         """
         import arviz as az
@@ -562,7 +547,7 @@ class MapPosterior:
     def mass_weights(
         self, maps: np.ndarray, mask: np.ndarray, mass: np.ndarray | None = None
     ) -> tuple[np.ndarray, str]:
-        """Pixel weights of the implied f_ex (see the module docstring)."""
+        """Pixel weights of the implied f_ex (:mod:`sbi_exsitu.map_fex`)."""
         return mass_weights(
             maps, mask, self.render_config, mass=mass, mass_scale=self.mass_scale
         )
@@ -571,7 +556,7 @@ class MapPosterior:
         """Not available: the latent-variable model has no tractable density."""
         raise NotImplementedError(
             "the map posterior is a latent-variable model without a tractable "
-            "log-density; use sbi_exsitu.map_evaluation.map_calibration"
+            "log-density; use sbi_exsitu.map_coverage.map_calibration"
         )
 
     def test_split(self) -> tuple[MapDataset, np.ndarray]:
@@ -599,6 +584,7 @@ class MapPosterior:
                 "settings": dataclasses.asdict(self.settings),
                 "render_config": self.render_config.to_dict(),
                 "mass_scale": self.mass_scale,
+                "noise_rho": self.noise_rho,
                 "metadata": self.metadata,
             },
         )
@@ -608,7 +594,8 @@ class MapPosterior:
     def __repr__(self) -> str:
         return (
             f"MapPosterior(x_shape={self.x_shape}, latent_dim="
-            f"{self.cvae.cfg.latent_dim}, mass_scale={self.mass_scale})"
+            f"{self.cvae.cfg.latent_dim}, mass_scale={self.mass_scale}, "
+            f"noise_rho={self.noise_rho:.3g})"
         )
 
 
@@ -650,7 +637,11 @@ def load_map_posterior(run_dir: str | Path, device: str = "cpu") -> MapPosterior
         path = run_dir / "weights" / f"{name}.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: weights missing")
-        module.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
+        state = torch.load(path, map_location=dev, weights_only=True)
+        if name == "flow":
+            # Runs saved before the latent standardisation have no z_loc/z_scale.
+            state = {**module.state_dict(), **state}
+        module.load_state_dict(state)
     return MapPosterior(
         cvae,
         flow,
@@ -658,6 +649,7 @@ def load_map_posterior(run_dir: str | Path, device: str = "cpu") -> MapPosterior
         meta["embedding"],
         settings,
         mass_scale=meta.get("mass_scale"),
+        noise_rho=meta.get("noise_rho", 0.0),  # runs before the shared noise
         device=dev,
         run_dir=run_dir,
         metadata=meta.get("metadata"),

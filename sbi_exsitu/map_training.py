@@ -26,12 +26,9 @@ from sbi_exsitu.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.dataset import MapDataset
 from sbi_exsitu.device import configure_threads, resolve_device
 from sbi_exsitu.experiment import ExperimentConfig
-from sbi_exsitu.map_posterior import (
-    MapPosterior,
-    MapSettings,
-    _build_flow,
-    fit_mass_scale,
-)
+from sbi_exsitu.map_fex import fit_mass_scale
+from sbi_exsitu.map_noise import fit_shared_noise
+from sbi_exsitu.map_posterior import MapPosterior, MapSettings, _build_flow
 
 __all__ = ["fit_map_posterior"]
 
@@ -295,6 +292,9 @@ def fit_map_posterior(
         atomic_save(cvae_file, lambda q: torch.save(state, q))
         atomic_write_json(hist_file, hist_cvae)
     cvae.eval()
+    with torch.no_grad():
+        enc = [cvae.encode(y, x, m) for x, y, m in train.batches(256)]
+    flow.standardize(torch.cat([e[0] for e in enc]), torch.cat([e[1] for e in enc]))
 
     def flow_loss(
         x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, g: torch.Generator
@@ -343,6 +343,18 @@ def fit_map_posterior(
             "n_train": len(train_idx),
         },
     )
+    if settings.shared_noise:
+        val_idx = splits["validation"]
+        if len(val_idx) > settings.eval_max_obs:
+            rng = np.random.default_rng(cfg.run.seed + 2)
+            val_idx = np.sort(rng.choice(val_idx, settings.eval_max_obs, replace=False))
+        posterior.noise_rho, noise_table = fit_shared_noise(
+            posterior,
+            dataset,
+            val_idx,
+            num_samples=settings.eval_samples,
+            seed=cfg.run.seed,
+        )
     metrics: dict[str, Any] = {
         "kind": "map",
         "n_train": len(train_idx),
@@ -352,13 +364,13 @@ def fit_map_posterior(
         "cvae_epochs": len(hist_cvae["train_loss"]),
         "flow_epochs": len(hist_flow["train_loss"]),
         "mass_scale": mass_scale,
+        "noise_rho": posterior.noise_rho,
     }
+    if settings.shared_noise:
+        metrics["shared_noise_fit"] = noise_table
     from sbi_exsitu.fit_plots import save_figure
-    from sbi_exsitu.map_evaluation import (
-        evaluate_map_posterior,
-        map_calibration,
-        plot_map_training,
-    )
+    from sbi_exsitu.map_coverage import map_calibration
+    from sbi_exsitu.map_evaluation import evaluate_map_posterior, plot_map_training
 
     save_figure(plot_map_training(hist_cvae, hist_flow), run_dir / "training_curves")
     if evaluate:

@@ -85,7 +85,7 @@ def _calibrate_map(
 ) -> None:
     """Per-pixel coverage and implied-f_ex coverage of a map-valued posterior."""
     from sbi_exsitu.dataset import MapDataset
-    from sbi_exsitu.map_evaluation import map_calibration
+    from sbi_exsitu.map_coverage import map_calibration
 
     if data is None:
         dataset, indices = post.test_split()
