@@ -15,15 +15,9 @@ so draws are in [0, 1] and 0 outside the galaxy mask. The pixel noise
 pixels of a draw (:mod:`sbi_exsitu.map_noise`), fitted on the validation split
 after training.
 
-Training (:func:`sbi_exsitu.map_training.fit_map_posterior`, run by
-``sbi-exsitu fit`` when the TOML has ``[posterior] kind = "map"``) has two
-phases on the galaxy-grouped splits, both with early stopping on the validation
-split and D4 augmentation applied jointly to observations, ex-situ maps and
-masks: (1) the cVAE on the negative ELBO;
-(2) the latent flow (zuko NSF, coupling ``passes=2``: ~10x faster to sample than
-autoregressive) and its embedding net on :math:`-\log q_\phi(z \mid s(x))` with
-:math:`z \sim q(z \mid y, x)` from the frozen encoder, i.e. the flow learns the
-aggregate posterior of the latent given the observations.
+Training: :func:`sbi_exsitu.map_training.fit_map_posterior` (``sbi-exsitu fit``
+with ``[posterior] kind = "map"``), first the cVAE, then the latent flow
+(:mod:`sbi_exsitu.latent_flow`) on latents from the frozen encoder.
 
 The implied scalar f_ex of a draw is its mass-weighted mean over the mask,
 with the weights of :mod:`sbi_exsitu.map_fex`.
@@ -44,22 +38,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
-import zuko
 
 from sbi_exsitu.atomic import atomic_save, atomic_write_json
 from sbi_exsitu.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.dataset import MapDataset
 from sbi_exsitu.device import resolve_device
-from sbi_exsitu.experiment import ExperimentConfig
+from sbi_exsitu.latent_flow import LatentFlow, build_latent_flow
 from sbi_exsitu.map_fex import implied_fex, mass_weights
+from sbi_exsitu.map_settings import MapSettings
+from sbi_exsitu.observations import as_observation_maps, check_render_config
 from sbi_exsitu.render import RenderConfig
 
 __all__ = [
@@ -72,121 +65,6 @@ __all__ = [
 
 MODEL_FILE = "model.json"
 METHODS = ("flow", "prior", "reconstruction")
-
-
-@dataclass(frozen=True)
-class MapSettings:
-    """The ``[map]`` table of an experiment file (all optional).
-
-    Attributes:
-        latent_dim: size of the cVAE latent.
-        width: channels of the first cVAE stage.
-        beta: KL weight of the ELBO (1 = the ELBO).
-        encoder_sees_obs: the encoder sees the observations too (the seed's
-            design; off by default: the latent then collapses and the flow
-            adds nothing, see docs/map-posterior.md).
-        kl_warmup: epochs over which the KL weight rises linearly from 0 to
-            ``beta``; without it the decoder learns to read the map off the
-            observations before the latent carries anything, and ignores the
-            latent for good (posterior collapse; Bowman et al. 2016).
-        flow_transforms: NSF transforms of the latent flow.
-        flow_hidden: hidden units per layer of the flow.
-        flow_bins: spline bins.
-        flow_epochs: maximum epochs of the flow phase.
-        flow_patience: early-stopping patience of the flow phase.
-        shared_noise: after training, fit the pixel-to-pixel correlation of
-            the pixel noise on the validation split
-            (:func:`sbi_exsitu.map_noise.fit_shared_noise`); False keeps the
-            pixels independent, which makes the implied f_ex overconfident.
-        max_train: cap on training maps (None = the whole train split).
-        eval_samples: posterior draws per test map for figures and metrics.
-        eval_max_obs: test maps used for figures and calibration.
-        n_panels: galaxies shown in ``map_panels.png``.
-    """
-
-    latent_dim: int = 16
-    width: int = 16
-    beta: float = 1.0
-    encoder_sees_obs: bool = False
-    kl_warmup: int = 5
-    flow_transforms: int = 3
-    flow_hidden: int = 64
-    flow_bins: int = 8
-    flow_epochs: int = 60
-    flow_patience: int = 10
-    shared_noise: bool = True
-    max_train: int | None = None
-    eval_samples: int = 100
-    eval_max_obs: int = 300
-    n_panels: int = 4
-
-    @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> MapSettings:
-        """Read ``cfg.extra["map"]``, refusing unknown keys."""
-        from sbi_exsitu.config import take_section
-
-        return take_section(cfg.extra.get("map"), cls, f"{cfg.source} [map]")
-
-
-class LatentFlow(nn.Module):
-    """q(z | x): a zuko NSF over the latent conditioned on an embedding of x.
-
-    The flow models the standardised latent ``(z - z_loc) / z_scale``, as sbi
-    z-scores theta: with a weak KL weight the encoder's latents spread over
-    several units and sit off centre, beyond the [-5, 5] domain of zuko's
-    splines, and the flow then barely learns its conditioning (seen on the
-    toy of ``tests/test_map_posterior.py``). :meth:`standardize` sets the
-    shift and scale from the training latents before the flow is trained.
-
-    Args:
-        embedding: (B, C, H, W) -> (B, E) net from :mod:`embeddings`.
-        latent_dim: size of z.
-        context: E.
-        transforms, hidden, bins: flow size.
-    """
-
-    def __init__(
-        self,
-        embedding: nn.Module,
-        latent_dim: int,
-        context: int,
-        transforms: int = 3,
-        hidden: int = 64,
-        bins: int = 8,
-    ):
-        super().__init__()
-        self.embedding = embedding
-        self.flow = zuko.flows.NSF(
-            features=latent_dim,
-            context=context,
-            transforms=transforms,
-            bins=bins,
-            hidden_features=(hidden, hidden),
-            passes=2,  # coupling: one pass to sample (SBI_NOTES: ~10x faster)
-        )
-        self.register_buffer("z_loc", torch.zeros(latent_dim))
-        self.register_buffer("z_scale", torch.ones(latent_dim))
-
-    @torch.no_grad()
-    def standardize(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Set the latent shift and scale from encoder means and stds (N, D).
-
-        The scale is that of the aggregate posterior: the spread of the means
-        plus the mean encoder variance.
-        """
-        self.z_loc.copy_(mean.mean(0))
-        self.z_scale.copy_((mean.var(0) + std.pow(2).mean(0)).sqrt().clamp_min(1e-3))
-
-    def forward(self, x: torch.Tensor) -> torch.distributions.Distribution:
-        affine = torch.distributions.AffineTransform(
-            self.z_loc, self.z_scale, event_dim=1
-        )
-        return torch.distributions.TransformedDistribution(
-            self.flow(self.embedding(x)), [affine]
-        )
-
-    def log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self(x).log_prob(z)
 
 
 @dataclass
@@ -291,14 +169,7 @@ class MapPosterior:
 
     def check_render_config(self, other: RenderConfig, where: str = "maps") -> None:
         """Refuse maps rendered with another configuration, naming each difference."""
-        from sbi_exsitu.posterior import RenderConfigMismatch
-
-        if other != self.render_config:
-            raise RenderConfigMismatch(
-                f"{where} were rendered with a different config than this posterior "
-                "was trained on (given != trained): "
-                + "; ".join(other.diff(self.render_config))
-            )
+        check_render_config(self.render_config, other, where)
 
     def _inputs(
         self,
@@ -306,35 +177,24 @@ class MapPosterior:
         mask: np.ndarray | None,
         render_config: RenderConfig | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        from sbi_exsitu.posterior import RenderConfigMismatch
-
-        if isinstance(maps, MapDataset):
-            self.check_render_config(maps.render_config, where=str(maps.path))
-            idx = np.arange(len(maps))
-            return maps.maps(idx), maps.mask(idx) if mask is None else mask
-        if render_config is not None:
-            self.check_render_config(render_config)
-        arr = np.asarray(maps, dtype=np.float32)
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.shape[1:] != self.x_shape:
-            raise RenderConfigMismatch(
-                f"maps have shape {arr.shape[1:]} per observation, expected "
-                f"{self.x_shape} (channels {list(self.render_config.channels)} at "
-                f"{self.render_config.resolution} px)"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError("maps contain NaN or infinite values")
+        """Checked (n, C, H, W) maps and their (n, H, W) mask."""
+        checked = as_observation_maps(
+            maps, self.render_config, self.x_shape, render_config
+        )
+        if isinstance(checked, MapDataset):
+            idx = np.arange(len(checked))
+            return checked.maps(idx), checked.mask(idx) if mask is None else mask
         if mask is None:
-            mask = _infer_mask(arr)
+            mask = _infer_mask(checked)
         mask = np.asarray(mask, dtype=bool)
         if mask.ndim == 2:
             mask = mask[None]
-        if mask.shape != (len(arr), *self.x_shape[1:]):
+        if mask.shape != (len(checked), *self.x_shape[1:]):
             raise ValueError(
-                f"mask has shape {mask.shape}, expected {(len(arr), *self.x_shape[1:])}"
+                f"mask has shape {mask.shape}, expected "
+                f"{(len(checked), *self.x_shape[1:])}"
             )
-        return arr, mask
+        return checked, mask
 
     # -- sampling ------------------------------------------------------------------
     def _latents(
@@ -513,7 +373,7 @@ class MapPosterior:
                 default: from the maps (:mod:`sbi_exsitu.map_fex`).
             samples: (n, S, H, W) draws you already have.
         """
-        import arviz as az
+        from sbi_exsitu.posterior import highest_density_intervals
 
         arr, msk = self._inputs(maps, mask, render_config)
         if samples is None:
@@ -527,11 +387,7 @@ class MapPosterior:
             )
         weights, kind = self.mass_weights(arr, msk, mass=mass)
         f = implied_fex(samples, weights)
-        chain = f.T[None, :, :]  # arviz: (chain, draw, obs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hdi68 = np.asarray(az.hdi(chain, hdi_prob=0.68))
-            hdi95 = np.asarray(az.hdi(chain, hdi_prob=0.95))
+        hdi68, hdi95 = highest_density_intervals(f)
         return MapSummary(
             mean=samples.mean(axis=1),
             std=samples.std(axis=1),
@@ -599,20 +455,6 @@ class MapPosterior:
         )
 
 
-def _build_flow(embedding_config: dict[str, Any], settings: MapSettings) -> LatentFlow:
-    from embeddings import build_embedding
-
-    net = build_embedding(**embedding_config)
-    return LatentFlow(
-        net,
-        settings.latent_dim,
-        embedding_config["out_features"],
-        transforms=settings.flow_transforms,
-        hidden=settings.flow_hidden,
-        bins=settings.flow_bins,
-    )
-
-
 def load_map_posterior(run_dir: str | Path, device: str = "cpu") -> MapPosterior:
     """Rebuild a :class:`MapPosterior` from a run directory, without unpickling.
 
@@ -632,7 +474,7 @@ def load_map_posterior(run_dir: str | Path, device: str = "cpu") -> MapPosterior
     dev = resolve_device(device)
     settings = MapSettings(**meta["settings"])
     cvae = ConditionalVAE(CVAEConfig.from_dict(meta["cvae"]))
-    flow = _build_flow(meta["embedding"], settings)
+    flow = build_latent_flow(meta["embedding"], settings)
     for name, module in (("cvae", cvae), ("flow", flow)):
         path = run_dir / "weights" / f"{name}.pt"
         if not path.is_file():

@@ -1,9 +1,16 @@
-"""Training of the map-valued posterior (``[posterior] kind = "map"``).
+r"""Training of the map-valued posterior (``[posterior] kind = "map"``).
 
-The two phases (the conditional VAE, then the latent flow) on the galaxy-grouped
-splits; the trained model is :class:`sbi_exsitu.map_posterior.MapPosterior`.
-Split out of :mod:`sbi_exsitu.map_posterior`, which defines the model and its
-persistence.
+Two phases on the galaxy-grouped splits, both Adam with early stopping on the
+validation split and D4 augmentation applied jointly to observations, ex-situ
+maps and masks: (1) the cVAE on the negative ELBO, with a KL warm-up during
+which the decoder does not see the observations; (2) the latent flow
+(:mod:`sbi_exsitu.latent_flow`) and its embedding net on
+:math:`-\log q_\phi(z \mid s(x))` with :math:`z \sim q(z \mid y)` from the frozen
+encoder, i.e. the flow learns the aggregate posterior of the latent given the
+observations. Then the f_ex mass scale (:mod:`sbi_exsitu.map_fex`) and the
+shared pixel noise (:mod:`sbi_exsitu.map_noise`) are fitted, and the test split
+is evaluated. The trained model is
+:class:`sbi_exsitu.map_posterior.MapPosterior`.
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from sbi_exsitu.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.dataset import MapDataset
 from sbi_exsitu.device import configure_threads, resolve_device
 from sbi_exsitu.experiment import ExperimentConfig
+from sbi_exsitu.latent_flow import build_latent_flow
 from sbi_exsitu.map_fex import fit_mass_scale
 from sbi_exsitu.map_noise import fit_shared_noise
-from sbi_exsitu.map_posterior import MapPosterior, MapSettings, _build_flow
+from sbi_exsitu.map_posterior import MapPosterior
+from sbi_exsitu.map_settings import MapSettings
 
 __all__ = ["fit_map_posterior"]
 
@@ -255,7 +264,7 @@ def fit_map_posterior(
         "invariant": p.invariant,
         **p.embedding_kwargs,
     }
-    flow = _build_flow(embedding_config, settings)
+    flow = build_latent_flow(embedding_config, settings)
     common = dict(
         batch_size=tr.batch_size,
         patience=tr.patience,

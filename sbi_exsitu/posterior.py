@@ -35,20 +35,22 @@ from sbi_exsitu.atomic import atomic_save, atomic_write_json
 from sbi_exsitu.dataset import MapDataset
 from sbi_exsitu.device import resolve_device
 from sbi_exsitu.estimator import EstimatorSpec, build_estimator, build_prior
+from sbi_exsitu.observations import (
+    RenderConfigMismatch,
+    as_observation_maps,
+    check_render_config,
+)
 from sbi_exsitu.render import RenderConfig
 
 __all__ = [
     "ExSituPosterior",
     "PosteriorSummary",
     "RenderConfigMismatch",
+    "highest_density_intervals",
     "load_posterior",
 ]
 
 MODEL_FILE = "model.json"
-
-
-class RenderConfigMismatch(ValueError):
-    """Maps were rendered differently from the maps the posterior was trained on."""
 
 
 @dataclass
@@ -139,33 +141,13 @@ class ExSituPosterior:
     def _as_maps(
         self, maps: Any, render_config: RenderConfig | None = None
     ) -> np.ndarray | MapDataset:
-        if isinstance(maps, MapDataset):
-            self.check_render_config(maps.render_config, where=str(maps.path))
-            return maps
-        if render_config is not None:
-            self.check_render_config(render_config)
-        arr = np.asarray(maps, dtype=np.float32)
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.shape[1:] != tuple(self.spec.x_shape):
-            raise RenderConfigMismatch(
-                f"maps have shape {arr.shape[1:]} per observation, expected "
-                f"{tuple(self.spec.x_shape)} (channels "
-                f"{list(self.render_config.channels)} at "
-                f"{self.render_config.resolution} px)"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError("maps contain NaN or infinite values")
-        return arr
+        return as_observation_maps(
+            maps, self.render_config, tuple(self.spec.x_shape), render_config
+        )
 
     def check_render_config(self, other: RenderConfig, where: str = "maps") -> None:
         """Refuse maps rendered with another configuration, naming each difference."""
-        if other != self.render_config:
-            diffs = "; ".join(other.diff(self.render_config))
-            raise RenderConfigMismatch(
-                f"{where} were rendered with a different config than this posterior "
-                f"was trained on (given != trained): {diffs}"
-            )
+        check_render_config(self.render_config, other, where)
 
     def _batches(self, maps: np.ndarray | MapDataset, batch_size: int):
         if isinstance(maps, MapDataset):
@@ -326,8 +308,6 @@ class ExSituPosterior:
         maps and a flag ("unlike the training set"), see
         :mod:`sbi_exsitu.misspecification`.
         """
-        import arviz as az
-
         if samples is None:
             samples = self.sample(
                 maps,
@@ -337,12 +317,7 @@ class ExSituPosterior:
                 progress=progress,
                 render_config=render_config,
             )
-        # arviz wants (chain, draw, *shape): one chain, observations as a dim.
-        chain = samples.transpose(1, 0, 2)[None]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hdi68 = np.asarray(az.hdi(chain, hdi_prob=0.68))
-            hdi95 = np.asarray(az.hdi(chain, hdi_prob=0.95))
+        hdi68, hdi95 = highest_density_intervals(samples)
         scores = None
         if misspecification is not False and misspecification is not None:
             detector = misspecification
@@ -419,6 +394,18 @@ class ExSituPosterior:
             f"ExSituPosterior(targets={self.param_names}, members="
             f"{len(self.estimators)}, x_shape={tuple(self.spec.x_shape)})"
         )
+
+
+def highest_density_intervals(
+    draws: np.ndarray, probs: Sequence[float] = (0.68, 0.95)
+) -> list[np.ndarray]:
+    """arviz HDIs of draws (n_obs, S, *shape): one (n_obs, *shape, 2) per prob."""
+    import arviz as az
+
+    chain = np.moveaxis(draws, 1, 0)[None]  # arviz: (chain, draw, *shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # arviz warns about a single chain
+        return [np.asarray(az.hdi(chain, hdi_prob=p)) for p in probs]
 
 
 def load_posterior(run_dir: str | Path, device: str = "cpu") -> ExSituPosterior:
