@@ -22,10 +22,9 @@ ex-situ ages 10–12 Gyr, MZR log Z/Z☉ = −0.6, −0.23, +0.05 at 1e9, 1e10, 
 (Gallazzi+05-like), in-situ gradients −0.1 to −0.3 dex / R_e, ex-situ mass from major
 (μ > 1/4, 50%), minor (1/10–1/4, 20%) and very minor / stripped (30%) mergers.
 
-The parameters split in two groups (:data:`GRAVITY_FIELDS` and
-:data:`POPULATION_FIELDS`): registered models must share the first (mass profiles,
-kinematics, assembly mix) and differ only in the second (ages, metallicities, the
-f_ex–M* relation), as TNG100 and EAGLE do (001 sec. 7.1.2).
+The parameters split in two groups (:mod:`sbi_exsitu.mock.parameters`):
+registered models share the gravity-driven ones and differ only in the stellar
+populations and the f_ex–M* relation.
 
 Particle count: ``N = clip(M* / particle_mass, min_particles, max_particles)`` and the
 particle mass is rescaled to ``M* / N`` — coarser than TNG100 for massive galaxies
@@ -48,22 +47,26 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.optimize import brentq
 from scipy.spatial.transform import Rotation
 
+from sbi_exsitu.mock.parameters import (
+    GRAVITY_FIELDS,
+    POPULATION_FIELDS,
+    ModelError,
+    validate_model,
+)
 from sbi_exsitu.mock.profiles import (
     NFW,
     ExponentialDisc,
-    G,
+    GalaxyStructure,
     Sersic,
+    cylindrical_to_cartesian,
     disc_kinematics,
-    jeans_dispersion,
-    total_enclosed,
+    sample_spheroid,
 )
 from sbi_exsitu.particles import Particles
 
@@ -81,62 +84,6 @@ __all__ = [
 Z_SUN = 0.0127
 
 SeedLike = int | np.random.SeedSequence
-
-
-class ModelError(ValueError):
-    """A model name or parameter is invalid; the message names it."""
-
-
-@dataclass(frozen=True)
-class GalaxyStructure:
-    """The analytic mass model of one drawn galaxy (for sampling and for tests).
-
-    Args:
-        disc: in-situ disc.
-        bulge: in-situ bulge.
-        spheroid: ex-situ spheroid.
-        halo: dark halo.
-    """
-
-    disc: ExponentialDisc
-    bulge: Sersic
-    spheroid: Sersic
-    halo: NFW
-
-    @property
-    def stellar_components(self) -> tuple[Any, ...]:
-        """The stellar components with non-zero mass."""
-        return tuple(c for c in (self.disc, self.bulge, self.spheroid) if c.mass > 0)
-
-    def stellar_enclosed(self, r: np.ndarray) -> np.ndarray:
-        """Stellar mass inside radius ``r`` (Msun)."""
-        return total_enclosed(self.stellar_components)(r)
-
-    def enclosed(self, r: np.ndarray) -> np.ndarray:
-        """Total (stars + dark matter) mass inside radius ``r`` (Msun)."""
-        return total_enclosed((*self.stellar_components, self.halo))(r)
-
-    def circular_velocity(self, r: np.ndarray) -> np.ndarray:
-        """``sqrt(G M(<r) / r)`` of the total enclosed mass (km/s)."""
-        r = np.asarray(r, dtype=float)
-        return np.sqrt(G * self.enclosed(r) / r)
-
-    def half_mass_radius(self) -> float:
-        """3D radius enclosing half the stellar mass (kpc), by root finding."""
-        total = sum(c.mass for c in self.stellar_components)
-        return float(
-            brentq(
-                lambda r: self.stellar_enclosed(r) - 0.5 * total,
-                1e-4,
-                1e4,
-                xtol=1e-8,
-                rtol=1e-10,
-            )
-        )
-
-    def spheroid_dispersion(self, r: np.ndarray) -> np.ndarray:
-        """Isotropic Jeans dispersion of the ex-situ spheroid (km/s)."""
-        return jeans_dispersion(self.spheroid, self.enclosed, r)
 
 
 @dataclass(frozen=True)
@@ -256,7 +203,7 @@ class FormationModel:
     z_scatter_dex: float = 0.1
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate_model(self)
 
     # ------------------------------------------------------------------ API
     def params(self) -> dict[str, Any]:
@@ -437,9 +384,9 @@ class FormationModel:
         v_r = kin["sigma_r"] * rng.standard_normal(n_disc)
         v_phi = kin["v_phi"] + kin["sigma_phi"] * rng.standard_normal(n_disc)
         v_z = kin["sigma_z"] * rng.standard_normal(n_disc)
-        disc = _cylindrical_to_cartesian(radius, phi, z, v_r, v_phi, v_z)
-        bulge = _spheroid(rng, struct.bulge, struct.enclosed, n_bulge, spin=0.0)
-        halo = _spheroid(
+        disc = cylindrical_to_cartesian(radius, phi, z, v_r, v_phi, v_z)
+        bulge = sample_spheroid(rng, struct.bulge, struct.enclosed, n_bulge, spin=0.0)
+        halo = sample_spheroid(
             rng, struct.spheroid, struct.enclosed, n_ex, spin=info["exsitu_spin"]
         )
         pos = np.concatenate([disc[0], bulge[0], halo[0]])
@@ -517,40 +464,6 @@ def _broken_profile(
     return inner * np.minimum(x, brk) + outer * np.maximum(x - brk, 0.0)
 
 
-def _spheroid(
-    rng: np.random.Generator, profile: Sersic, enclosed: Any, n: int, spin: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Isotropic Jeans spheroid with prograde streaming v_phi = spin sigma R / r."""
-    if n == 0:
-        return np.zeros((0, 3)), np.zeros((0, 3))
-    r = profile.sample_radius(rng.random(n))
-    cos_t = rng.uniform(-1.0, 1.0, n)
-    phi = rng.uniform(0.0, 2.0 * np.pi, n)
-    radius, z = r * np.sqrt(1.0 - cos_t**2), r * cos_t
-    sigma = jeans_dispersion(profile, enclosed, r)
-    v_mean = spin * sigma * radius / r
-    # Keep the second moment <v_phi^2> = sigma^2 of the isotropic Jeans solution.
-    sigma_phi = np.sqrt(np.clip(sigma**2 - v_mean**2, 0.0, None))
-    v_r = sigma * rng.standard_normal(n)
-    v_phi = v_mean + sigma_phi * rng.standard_normal(n)
-    v_z = sigma * rng.standard_normal(n)
-    return _cylindrical_to_cartesian(radius, phi, z, v_r, v_phi, v_z)
-
-
-def _cylindrical_to_cartesian(
-    radius: np.ndarray,
-    phi: np.ndarray,
-    z: np.ndarray,
-    v_r: np.ndarray,
-    v_phi: np.ndarray,
-    v_z: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    cos, sin = np.cos(phi), np.sin(phi)
-    pos = np.stack([radius * cos, radius * sin, z], axis=1)
-    vel = np.stack([v_r * cos - v_phi * sin, v_r * sin + v_phi * cos, v_z], axis=1)
-    return pos, vel
-
-
 def _draw_log_mu(
     rng: np.random.Generator,
     n: int,
@@ -561,113 +474,3 @@ def _draw_log_mu(
     cls = rng.choice(len(fractions), size=n, p=np.asarray(fractions) / sum(fractions))
     hi, lo = np.asarray(edges[:-1]), np.asarray(edges[1:])
     return lo[cls] + (hi[cls] - lo[cls]) * rng.random(n)
-
-
-# ------------------------------------------------------------------- validation
-# Physical ranges: (low, high) inclusive; None = unbounded on that side.
-_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "log_mstar_range": (6.0, 13.5),
-    "particle_mass": (1e2, 1e10),
-    "max_particles": (100, 10_000_000),
-    "min_particles": (100, 10_000_000),
-    "fex_log_m0": (8.0, 14.0),
-    "fex_slope": (0.01, 10.0),
-    "fex_scatter_dex": (0.0, 3.0),
-    "disc_re_kpc": (0.1, 50.0),
-    "disc_re_logm_pivot": (6.0, 13.5),
-    "disc_re_slope": (0.0, 1.0),
-    "disc_re_scatter_dex": (0.0, 1.0),
-    "disc_thickness_range": (0.01, 1.0),
-    "disc_sigma_z_over_r": (0.05, 2.0),
-    "bulge_fraction": (0.0, 0.9),
-    "bulge_re_ratio": (0.01, 2.0),
-    "bulge_sersic_n": (0.5, 10.0),
-    "exsitu_sersic_n_range": (0.5, 10.0),
-    "exsitu_re_ratio_range": (0.1, 20.0),
-    "exsitu_spin_range": (0.0, 1.0),
-    "shmr_norm": (1e-4, 1.0),
-    "shmr_log_m1": (9.0, 14.0),
-    "shmr_beta": (0.0, 5.0),
-    "shmr_gamma": (0.0, 5.0),
-    "halo_scatter_dex": (0.0, 1.0),
-    "conc_a": (0.0, 2.0),
-    "conc_b": (-1.0, 1.0),
-    "conc_scatter_dex": (0.0, 1.0),
-    "merger_class_fractions": (0.0, 1.0),
-    "merger_log_mu_edges": (-5.0, 0.0),
-    "age_offset_gyr": (-5.0, 5.0),
-    "insitu_age_pivot_gyr": (0.1, 13.8),
-    "insitu_age_slope": (-5.0, 5.0),
-    "insitu_age_gradient": (-5.0, 5.0),
-    "age_scatter_gyr": (0.0, 5.0),
-    "exsitu_age_range": (0.1, 13.8),
-    "age_max_gyr": (1.0, 13.8),
-    "mzr_z_sat": (-2.0, 2.0),
-    "mzr_amplitude": (0.0, 5.0),
-    "mzr_scale_dex": (0.1, 20.0),
-    "insitu_z_gradient_inner_range": (-2.0, 2.0),
-    "insitu_z_gradient_outer_range": (-2.0, 2.0),
-    "insitu_z_break": (0.0, 10.0),
-    "exsitu_z_offset_dex": (-2.0, 2.0),
-    "exsitu_z_gradient": (-2.0, 2.0),
-    "z_scatter_dex": (0.0, 1.0),
-}
-
-#: Parameters registered models must share: mass profiles, kinematics, assembly mix
-#: and the sampling resolution.
-GRAVITY_FIELDS: tuple[str, ...] = (
-    "log_mstar_range", "particle_mass", "max_particles", "min_particles",
-    "disc_re_kpc", "disc_re_logm_pivot", "disc_re_slope", "disc_re_scatter_dex",
-    "disc_thickness_range", "disc_sigma_z_over_r", "bulge_fraction",
-    "bulge_re_ratio", "bulge_sersic_n", "exsitu_sersic_n_range",
-    "exsitu_re_ratio_range", "exsitu_spin_range", "shmr_norm", "shmr_log_m1",
-    "shmr_beta", "shmr_gamma", "halo_scatter_dex", "conc_a", "conc_b",
-    "conc_scatter_dex", "merger_class_fractions", "merger_log_mu_edges",
-)  # fmt: skip
-#: Parameters in which models may differ: stellar populations and f_ex–M*.
-POPULATION_FIELDS: tuple[str, ...] = tuple(
-    k for k in _RANGES if k not in GRAVITY_FIELDS
-)
-
-
-def _validate(model: FormationModel) -> None:
-    where = f"model '{model.name}'"
-    for f in dataclasses.fields(model):
-        value = getattr(model, f.name)
-        lo, hi = _RANGES.get(f.name, (None, None))
-        values = value if isinstance(value, tuple) else (value,)
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ModelError(
-                    f"{where}: parameter '{f.name}' must be numeric, got {value!r}"
-                )
-            if (
-                not math.isfinite(v)
-                or (lo is not None and v < lo)
-                or (hi is not None and v > hi)
-            ):
-                raise ModelError(
-                    f"{where}: parameter '{f.name}' = {value!r} is outside its "
-                    f"physical range [{lo}, {hi}]"
-                )
-        if f.name.endswith("_range"):
-            if len(values) != 2 or values[0] > values[1]:
-                raise ModelError(
-                    f"{where}: parameter '{f.name}' = {value!r} must be a pair "
-                    "(low, high) with low <= high"
-                )
-    for key in ("max_particles", "min_particles"):
-        if int(getattr(model, key)) != getattr(model, key):
-            raise ModelError(f"{where}: parameter '{key}' must be an integer")
-    fr, edges = model.merger_class_fractions, model.merger_log_mu_edges
-    if len(edges) != len(fr) + 1 or any(
-        a <= b for a, b in zip(edges[:-1], edges[1:], strict=True)
-    ):
-        raise ModelError(
-            f"{where}: 'merger_log_mu_edges' must be {len(fr) + 1} decreasing values "
-            f"(one more than 'merger_class_fractions'), got {edges!r}"
-        )
-    if not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
-        raise ModelError(
-            f"{where}: 'merger_class_fractions' must sum to 1, got {sum(fr):.6g}"
-        )

@@ -19,6 +19,8 @@ enclosed mass (stars + NFW dark halo).
   numerically on a log-radial grid in log space (no underflow in the wings).
 - :func:`disc_kinematics`: velocity dispersions of an isothermal disc and its
   mean rotation from the asymmetric-drift equation (Binney & Tremaine eq. 4.228).
+- :class:`GalaxyStructure`: the components of one galaxy together;
+  :func:`sample_spheroid` draws the phase space of a Jeans spheroid.
 
 Units: kpc, km/s, Msun; ``G`` in kpc (km/s)^2 / Msun.
 
@@ -36,8 +38,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.special import gammainc, gammaincinv, gammaln
 
 __all__ = [
@@ -49,6 +53,9 @@ __all__ = [
     "total_enclosed",
     "jeans_dispersion",
     "disc_kinematics",
+    "sample_spheroid",
+    "GalaxyStructure",
+    "cylindrical_to_cartesian",
 ]
 
 #: Gravitational constant in kpc (km/s)^2 / Msun.
@@ -281,6 +288,97 @@ def disc_kinematics(
         "sigma_phi": sigma_r * np.sqrt(ratio),
         "sigma_z": sigma_z,
     }
+
+
+@dataclass(frozen=True)
+class GalaxyStructure:
+    """The analytic mass model of one drawn galaxy (for sampling and for tests).
+
+    Args:
+        disc: in-situ disc.
+        bulge: in-situ bulge.
+        spheroid: ex-situ spheroid.
+        halo: dark halo.
+    """
+
+    disc: ExponentialDisc
+    bulge: Sersic
+    spheroid: Sersic
+    halo: NFW
+
+    @property
+    def stellar_components(self) -> tuple[Any, ...]:
+        """The stellar components with non-zero mass."""
+        return tuple(c for c in (self.disc, self.bulge, self.spheroid) if c.mass > 0)
+
+    def stellar_enclosed(self, r: np.ndarray) -> np.ndarray:
+        """Stellar mass inside radius ``r`` (Msun)."""
+        return total_enclosed(self.stellar_components)(r)
+
+    def enclosed(self, r: np.ndarray) -> np.ndarray:
+        """Total (stars + dark matter) mass inside radius ``r`` (Msun)."""
+        return total_enclosed((*self.stellar_components, self.halo))(r)
+
+    def circular_velocity(self, r: np.ndarray) -> np.ndarray:
+        """``sqrt(G M(<r) / r)`` of the total enclosed mass (km/s)."""
+        r = np.asarray(r, dtype=float)
+        return np.sqrt(G * self.enclosed(r) / r)
+
+    def half_mass_radius(self) -> float:
+        """3D radius enclosing half the stellar mass (kpc), by root finding."""
+        total = sum(c.mass for c in self.stellar_components)
+        return float(
+            brentq(
+                lambda r: self.stellar_enclosed(r) - 0.5 * total,
+                1e-4,
+                1e4,
+                xtol=1e-8,
+                rtol=1e-10,
+            )
+        )
+
+    def spheroid_dispersion(self, r: np.ndarray) -> np.ndarray:
+        """Isotropic Jeans dispersion of the ex-situ spheroid (km/s)."""
+        return jeans_dispersion(self.spheroid, self.enclosed, r)
+
+
+def sample_spheroid(
+    rng: np.random.Generator,
+    profile: Sersic,
+    enclosed: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    spin: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Isotropic Jeans spheroid with prograde streaming v_phi = spin sigma R / r."""
+    if n == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    r = profile.sample_radius(rng.random(n))
+    cos_t = rng.uniform(-1.0, 1.0, n)
+    phi = rng.uniform(0.0, 2.0 * np.pi, n)
+    radius, z = r * np.sqrt(1.0 - cos_t**2), r * cos_t
+    sigma = jeans_dispersion(profile, enclosed, r)
+    v_mean = spin * sigma * radius / r
+    # Keep the second moment <v_phi^2> = sigma^2 of the isotropic Jeans solution.
+    sigma_phi = np.sqrt(np.clip(sigma**2 - v_mean**2, 0.0, None))
+    v_r = sigma * rng.standard_normal(n)
+    v_phi = v_mean + sigma_phi * rng.standard_normal(n)
+    v_z = sigma * rng.standard_normal(n)
+    return cylindrical_to_cartesian(radius, phi, z, v_r, v_phi, v_z)
+
+
+def cylindrical_to_cartesian(
+    radius: np.ndarray,
+    phi: np.ndarray,
+    z: np.ndarray,
+    v_r: np.ndarray,
+    v_phi: np.ndarray,
+    v_z: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) positions and velocities from cylindrical coordinates."""
+    cos, sin = np.cos(phi), np.sin(phi)
+    pos = np.stack([radius * cos, radius * sin, z], axis=1)
+    vel = np.stack([v_r * cos - v_phi * sin, v_r * sin + v_phi * cos, v_z], axis=1)
+    return pos, vel
 
 
 def _inverse_cdf(u: np.ndarray, cdf: np.ndarray, x: np.ndarray) -> np.ndarray:
