@@ -1,7 +1,7 @@
 """``eagle-like``: stellar-population recipes in the manner of EAGLE-L100 (Ref).
 
 Shares every gravity-driven parameter with the other models (see
-:data:`~sbi_exsitu.mock.base.GRAVITY_FIELDS`); differs in
+:data:`~sbi_exsitu.mock.parameters.GRAVITY_FIELDS`); differs in
 
 - f_ex–M*: M0 = 10^11.7, alpha = 1, i.e. f_ex ≈ 0.17 at 1e11 Msun (PHYSICS.md,
   Qu+17: ~20% ex situ above 1e11, in situ dominating below 10^10.5);

@@ -1,7 +1,7 @@
 """``tng-like``: stellar-population recipes in the manner of IllustrisTNG100.
 
 Shares every gravity-driven parameter with the other models (see
-:data:`~sbi_exsitu.mock.base.GRAVITY_FIELDS`); differs in
+:data:`~sbi_exsitu.mock.parameters.GRAVITY_FIELDS`); differs in
 
 - f_ex–M*: M0 = 10^11.5, alpha = 1, i.e. f_ex ≈ 0.03 / 0.24 / 0.76 at 1e10 / 1e11 /
   1e12 Msun (PHYSICS.md, Rodriguez-Gomez+16 for Illustris-like runs);
