@@ -30,14 +30,19 @@ TABLE_SUFFIXES = (".csv", ".h5", ".hdf5")
 
 
 def write_table(
-    columns: dict[str, Any], path: str | Path, samples: np.ndarray | None = None
+    columns: dict[str, Any],
+    path: str | Path,
+    samples: np.ndarray | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write equal-length columns as CSV or HDF5 (by suffix), atomically.
 
     Args:
         columns: name -> (n,) array.
         path: ``.csv``, ``.h5`` or ``.hdf5``.
-        samples: optional (n, S, D) posterior draws (HDF5 only).
+        samples: optional (n, S, ...) posterior draws (HDF5 only).
+        arrays: further (n, ...) arrays by HDF5 path, e.g. ``"maps/mean"``
+            (HDF5 only; a CSV table leaves them out).
     """
     path = Path(path)
     if path.suffix not in TABLE_SUFFIXES:
@@ -65,6 +70,11 @@ def write_table(
                 )
             else:
                 table.create_dataset(name, data=values)
+        for name, values in (arrays or {}).items():
+            values = np.asarray(values, dtype=np.float32)
+            h5.create_dataset(
+                name, data=values, chunks=(1, *values.shape[1:]), compression="lzf"
+            )
         if samples is not None:
             h5.create_dataset(
                 "samples",
@@ -86,7 +96,7 @@ def predict(
     maps_path: str | Path,
     out: str | Path,
     *,
-    num_samples: int = 1000,
+    num_samples: int | None = None,
     seed: int = 0,
     save_samples: bool = False,
     batch_size: int = 512,
@@ -104,12 +114,23 @@ def predict(
     fitted on first use from the run's training data and saved there; if that data
     is gone the columns are left out with a warning.
 
+    A map run (``[posterior] kind = "map"``) gives the implied f_ex columns
+    (``f_ex_median``, HDIs, ...); an HDF5 output also holds the posterior mean
+    and std maps, ``maps/mean`` and ``maps/std`` (n, H, W).
+
+    Args:
+        num_samples: draws per observation; default 1000, or 100 for a map
+            run (100 maps of H x W per observation; the seed paper's number).
+
     Raises:
         RenderConfigMismatch: the maps were rendered with another config.
     """
     from sbi_exsitu.posterior import load_posterior
 
     post = load_posterior(run_dir, device=device)
+    is_map = getattr(post, "kind", "scalar") == "map"
+    if num_samples is None:
+        num_samples = 100 if is_map else 1000
     detector = None
     if misspecification and hasattr(post, "estimators"):  # scalar posteriors
         import warnings
@@ -125,7 +146,7 @@ def predict(
         raise ValueError(f"{out}: --samples needs an HDF5 output (.h5)")
     with MapDataset(maps_path) as ds:
         post.check_render_config(ds.render_config, where=str(ds.path))
-        chunks, summaries = [], []
+        chunks, summaries, mean_maps, std_maps = [], [], [], []
         batches = ds.iter_batches(batch_size=batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -138,10 +159,12 @@ def predict(
             )
         for i, (_, x) in enumerate(batches):
             s = post.sample(x, num_samples, seed=seed + i)
-            cols = post.summarize(
-                x, samples=s, misspecification=detector or False
-            ).to_columns()
-            summaries.append(cols)
+            flags = {} if detector is None else {"misspecification": detector}
+            summary = post.summarize(x, samples=s, **flags)
+            summaries.append(summary.to_columns())
+            if is_map:
+                mean_maps.append(summary.mean)
+                std_maps.append(summary.std)
             if save_samples:
                 chunks.append(s)
         columns: dict[str, Any] = {
@@ -150,11 +173,18 @@ def predict(
             "view_id": ds.labels["view_id"],
             "model": ds.labels["model"],
         }
-        for name in post.param_names:
+        # A map run summarises the implied f_ex: compare it with the f_ex label.
+        for name in ["f_ex"] if is_map else post.param_names:
             true = ds.labels.get(name)
             if true is not None and np.any(np.isfinite(true)):
                 columns[f"{name}_true"] = true
         for key in summaries[0]:
             columns[key] = np.concatenate([s[key] for s in summaries])
     samples = np.concatenate(chunks) if save_samples else None
-    return write_table(columns, out, samples=samples)
+    arrays = None
+    if is_map and out.suffix != ".csv":
+        arrays = {
+            "maps/mean": np.concatenate(mean_maps),
+            "maps/std": np.concatenate(std_maps),
+        }
+    return write_table(columns, out, samples=samples, arrays=arrays)

@@ -172,3 +172,33 @@ def test_settings_refuse_unknown_keys(tmp_path: Path) -> None:
     }
     with pytest.raises((ConfigError, ValueError), match="latent_dim"):
         MapSettings.from_config(ExperimentConfig.from_dict(doc))
+
+
+def test_predict_on_a_map_run(map_run, tmp_path: Path) -> None:
+    import csv
+
+    import h5py
+    from typer.testing import CliRunner
+
+    from sbi_exsitu.cli import app
+    from sbi_exsitu.predict import predict
+
+    _, result = map_run
+    obs = write_toy_dataset(tmp_path / "obs.h5", 3, seed=21)
+    out = predict(result.run_dir, obs, tmp_path / "p.h5", progress=False)
+    with h5py.File(out, "r") as h5:
+        t = h5["table"]
+        assert len(t["f_ex_median"]) == 6
+        assert np.all(t["f_ex_hdi95_low"][:] <= t["f_ex_median"][:])
+        assert np.abs(t["f_ex_median"][:] - t["f_ex_true"][:]).mean() < 0.2
+        assert h5["maps/mean"].shape == h5["maps/std"].shape == (6, RES, RES)
+        # Constant toy maps: the mean map's level is the implied f_ex.
+        level = h5["maps/mean"][:].mean(axis=(1, 2))
+        np.testing.assert_allclose(level, t["f_ex_mean"][:], atol=0.05)
+    res = CliRunner().invoke(
+        app,
+        ["predict", str(result.run_dir), str(obs), "-o", str(tmp_path / "p.csv")],
+    )
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(rows) == 6 and "f_ex_true" in rows[0]

@@ -60,14 +60,20 @@ def predict(
     run: Path = typer.Argument(..., help="Run directory written by `fit`."),
     maps: Path = typer.Argument(..., help="Dataset (.h5) of observations."),
     out: Path = typer.Option(..., "-o", "--out", help="Output table: .csv or .h5"),
-    num_samples: int = typer.Option(1000, help="Posterior draws per observation."),
+    num_samples: int | None = typer.Option(
+        None, help="Posterior draws per observation [default: 1000; 100 for maps]."
+    ),
     samples: bool = typer.Option(
         False, "--samples", help="Also store the draws (HDF5 output only)."
     ),
     seed: int = typer.Option(0, help="Sampling seed."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
 ) -> None:
-    """Posterior summaries (median, mean, std, HDIs) for every observation in MAPS."""
+    """Posterior summaries (median, mean, std, HDIs) for every observation in MAPS.
+
+    For a map run: the implied f_ex per observation, and with an .h5 output the
+    posterior mean and std maps (maps/mean, maps/std).
+    """
     from sbi_exsitu.dataset import DatasetError
     from sbi_exsitu.posterior import RenderConfigMismatch
     from sbi_exsitu.predict import predict as run_predict
