@@ -307,8 +307,10 @@ class MapPosterior:
                 x = torch.from_numpy(arr[sl]).to(self.device)
                 m = torch.from_numpy(msk[sl]).to(self.device)
                 y = None if ex is None else torch.from_numpy(ex[sl]).to(self.device)
+                # 256 maps per decoder pass: 44 ms/map at 32 px against 54 ms
+                # with 2,048 (smaller tensors stay in cache; measured, 2 cores).
                 out[sl] = self._sample_batch(
-                    x, m, num_samples, method, generator, y, noise, chunk=2048
+                    x, m, num_samples, method, generator, y, noise, chunk=256
                 )
         return out
 

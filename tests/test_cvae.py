@@ -78,3 +78,15 @@ def test_config_round_trip_and_validation() -> None:
     assert cfg.levels == 4
     with pytest.raises(ValueError, match="image_size"):
         CVAEConfig(in_channels=5, image_size=4)
+
+
+def test_upsample_matches_nearest_interpolation() -> None:
+    import torch.nn.functional as F
+
+    from sbi_exsitu.cvae import _upsample2x
+
+    h = torch.randn(3, 4, 5, 6, requires_grad=True)
+    out = _upsample2x(h)
+    assert torch.equal(out, F.interpolate(h, scale_factor=2.0, mode="nearest"))
+    out.sum().backward()
+    assert torch.equal(h.grad, torch.full_like(h, 4.0))  # each value used 4 times
