@@ -13,7 +13,7 @@ test split (``[map] eval_max_obs`` galaxy views, ``eval_samples`` draws each):
   intervals (goal: |68% error| <= 0.05), an atom of the posterior at a truth of
   exactly 0 or 1 counting by its share inside the central band; also with the
   closed intervals of the draws, which over-cover at atoms (see
-  ``sbi_exsitu.map_evaluation``), and the coverage of the implied f_ex with
+  ``sbi_exsitu.map_coverage``), and the coverage of the implied f_ex with
   the fitted shared pixel noise (``sbi_exsitu.map_noise``);
 * the implied f_ex's scatter against the f_ex labels, next to that of a scalar
   posterior trained on the same split (``sbi_exsitu.fit.fit`` on a

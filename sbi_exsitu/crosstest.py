@@ -92,12 +92,12 @@ from sbi_exsitu.crosstest_grid import (
     CrosstestSection,
     aperture_label,
     cell_name,
+    relation,
 )
 from sbi_exsitu.crosstest_tables import (
     TABLE_COLUMNS,
     markdown_table,
     read_csv,
-    relation,
     summarize_grid,
     table_row,
     write_csv,

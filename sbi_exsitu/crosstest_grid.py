@@ -19,6 +19,7 @@ from sbi_exsitu.render import CHANNELS
 
 __all__ = [
     "UNION",
+    "relation",
     "UNION_ID_OFFSET",
     "CrosstestSection",
     "aperture_label",
@@ -162,6 +163,11 @@ class CrosstestSection:
         first = (names[0], self.apertures[0])
         second = (names[min(1, len(names) - 1)], self.apertures[-1])
         return [first] if first == second else [first, second]
+
+
+def relation(train: str, test: str) -> str:
+    """ "fixed" (same model), "cross" or "union": the paper's fig. 9 groups."""
+    return "union" if train == UNION else ("fixed" if train == test else "cross")
 
 
 def aperture_label(aperture: float | None) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from sbi_exsitu.crosstest_grid import aperture_label, relation
 from sbi_exsitu.fit_plots import save_figure
 
 __all__ = [
@@ -44,16 +45,6 @@ __all__ = [
 _COLORS = {"fixed": "tab:blue", "cross": "tab:green", "union": "0.45"}
 _Results = list[dict[str, Any]]
 _Scores = dict[tuple[str, str], dict[str, np.ndarray]]
-
-
-def _relation(train: str, test: str) -> str:
-    from sbi_exsitu.crosstest_grid import UNION
-
-    return "union" if train == UNION else ("fixed" if train == test else "cross")
-
-
-def _ap(a: float | None) -> str:
-    return "full" if a is None else f"{a:g}"
 
 
 def binned_band(
@@ -109,7 +100,7 @@ def plot_errors_vs_fex(
             ax = axes[i, j]
             for r in _select(results, channels=cname, aperture=aperture, test=test):
                 s = scores[(r["cell"], test)]
-                rel = _relation(r["train"], test)
+                rel = relation(r["train"], test)
                 _band(
                     ax,
                     s["f_ex_true"],
@@ -126,7 +117,8 @@ def plot_errors_vs_fex(
                 ax.set_xlabel("true f_ex")
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.suptitle(
-        f"error vs true f_ex, aperture {_ap(aperture)} r_e (median, 68% band)",
+        f"error vs true f_ex, aperture {aperture_label(aperture)} r_e "
+        "(median, 68% band)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -162,7 +154,7 @@ def plot_error_boxes(
                     continue
                 s = scores[(sel[0]["cell"], test)]
                 err = s["f_ex_median"] - s["f_ex_true"]
-                rel = _relation(train, test)
+                rel = relation(train, test)
                 bp = ax.boxplot(
                     [err],
                     positions=[g + (t - (len(train_sets) - 1) / 2) * width],
@@ -176,7 +168,9 @@ def plot_error_boxes(
                     patch.set_alpha(0.6)
         ax.axhline(0, color="k", lw=0.7, ls=":")
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{c}\n{_ap(a)} r_e" for c, a in groups], fontsize=7)
+        ax.set_xticklabels(
+            [f"{c}\n{aperture_label(a)} r_e" for c, a in groups], fontsize=7
+        )
         ax.set_ylabel(f"error on {test}")
     handles = [
         plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.6) for c in _COLORS.values()
@@ -228,7 +222,7 @@ def plot_fex_mstar(
                     f"C{k}",
                     f"train {r['train']}",
                 )
-            ax.set_title(f"test {test} · {cname} · {_ap(a)} r_e", fontsize=9)
+            ax.set_title(f"test {test} · {cname} · {aperture_label(a)} r_e", fontsize=9)
             if j == 0:
                 ax.set_ylabel("f_ex")
             if i == len(highlight) - 1:
@@ -257,7 +251,7 @@ def plot_coverage_grid(
                 _select(results, channels=cname, aperture=a, train=train)
             ):
                 cc = r["calibration"]["coverage_curve"]
-                rel = _relation(train, r["test"])
+                rel = relation(train, r["test"])
                 ax.plot(
                     cc["levels"],
                     cc["empirical"],
@@ -266,7 +260,9 @@ def plot_coverage_grid(
                     ls="-" if rel != "cross" else "-.",
                     label=f"test {r['test']} ({rel}, {r['calibration']['verdict']})",
                 )
-            ax.set_title(f"train {train} · {cname} · {_ap(a)} r_e", fontsize=9)
+            ax.set_title(
+                f"train {train} · {cname} · {aperture_label(a)} r_e", fontsize=9
+            )
             ax.set_xlabel("credible level")
             if j == 0:
                 ax.set_ylabel("empirical coverage")
@@ -309,7 +305,7 @@ def plot_misspecification_roc(
                     color=f"C{k}",
                     label=f"{train}→{test} AUC {roc_auc(neg, pos):.2f}",
                 )
-        ax.set_title(f"{cname} · {_ap(a)} r_e", fontsize=9)
+        ax.set_title(f"{cname} · {aperture_label(a)} r_e", fontsize=9)
         ax.set_xlabel("false-alarm rate")
         ax.set_ylabel("detection rate")
         ax.legend(fontsize=7, loc="lower right")
@@ -329,7 +325,7 @@ def plot_all(
     for a in apertures:
         paths += save_figure(
             plot_errors_vs_fex(results, scores, a, channels, models),
-            out_dir / f"errors_vs_fex_ap{_ap(a)}.png",
+            out_dir / f"errors_vs_fex_ap{aperture_label(a)}.png",
         )
     paths += save_figure(
         plot_error_boxes(results, scores, channels, apertures, models, train_sets),

@@ -10,13 +10,16 @@ from typing import Any
 import numpy as np
 
 from sbi_exsitu.atomic import atomic_write_text
-from sbi_exsitu.crosstest_grid import UNION, CrosstestSection, aperture_label
+from sbi_exsitu.crosstest_grid import (
+    CrosstestSection,
+    aperture_label,
+    relation,
+)
 
 __all__ = [
     "TABLE_COLUMNS",
     "markdown_table",
     "read_csv",
-    "relation",
     "table_row",
     "summarize_grid",
     "write_csv",
@@ -27,10 +30,6 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
     with path.open() as fh:
         rows = list(csv.DictReader(fh))
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]} if rows else {}
-
-
-def relation(train: str, test: str) -> str:
-    return "union" if train == UNION else ("fixed" if train == test else "cross")
 
 
 TABLE_COLUMNS = (

@@ -54,6 +54,7 @@ __all__ = [
     "DatasetWriter",
     "MapDataset",
     "split_by_galaxy",
+    "subsample",
     "SPLIT_FRACTIONS",
 ]
 
@@ -282,6 +283,19 @@ def _check_schema(h5: h5py.File, path: Path) -> None:
         if name not in h5:
             h5.close()
             raise DatasetError(f"{path}: dataset '/{name}' is missing")
+
+
+def subsample(indices: np.ndarray, max_count: int | None, seed: int) -> np.ndarray:
+    """At most ``max_count`` of ``indices``, drawn without replacement and sorted.
+
+    All of them (unchanged) when there are no more than ``max_count`` or it is
+    None; the same seed gives the same subset.
+    """
+    indices = np.asarray(indices)
+    if max_count is None or len(indices) <= max_count:
+        return indices
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(indices, max_count, replace=False))
 
 
 def split_by_galaxy(

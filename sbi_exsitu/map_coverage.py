@@ -169,8 +169,10 @@ def central_coverage(
     return ((t >= lo) & (t <= hi)).mean(axis=0)
 
 
-def _at(levels: np.ndarray, values: np.ndarray, level: float) -> float:
-    return float(values[int(np.argmin(np.abs(levels - level)))])
+def _error(levels: np.ndarray, coverage: np.ndarray, level: float) -> float:
+    """Coverage minus nominal at the grid level nearest ``level``."""
+    k = int(np.argmin(np.abs(levels - level)))
+    return float(coverage[k]) - level
 
 
 def map_calibration(
@@ -247,14 +249,14 @@ def map_calibration(
     out: dict[str, Any] = {
         "levels": levels.tolist(),
         "pixel_coverage": cov.tolist(),
-        "pixel_coverage_error_68": _at(levels, cov, 0.68) - 0.68,
-        "pixel_coverage_error_95": _at(levels, cov, 0.95) - 0.95,
+        "pixel_coverage_error_68": _error(levels, cov, 0.68),
+        "pixel_coverage_error_95": _error(levels, cov, 0.95),
         "pixel_max_coverage_error": float(np.max(np.abs(cov - levels))),
         "pixel_closed_coverage": cov_closed.tolist(),
-        "pixel_closed_coverage_error_68": _at(levels, cov_closed, 0.68) - 0.68,
-        "pixel_closed_coverage_error_95": _at(levels, cov_closed, 0.95) - 0.95,
+        "pixel_closed_coverage_error_68": _error(levels, cov_closed, 0.68),
+        "pixel_closed_coverage_error_95": _error(levels, cov_closed, 0.95),
         "pixel_interior_coverage": cov_inner.tolist(),
-        "pixel_interior_coverage_error_68": _at(levels, cov_inner, 0.68) - 0.68,
+        "pixel_interior_coverage_error_68": _error(levels, cov_inner, 0.68),
         "pixel_interior_fraction": n_inner / max(n_pix, 1),
         "n_obs": len(indices),
         "n_pixels": n_pix,
@@ -268,8 +270,8 @@ def map_calibration(
     for key, truth in curves.items():
         c = central_coverage(f_draws_all, truth, levels)
         out[f"{key}_coverage"] = c.tolist()
-        out[f"{key}_coverage_error_68"] = _at(levels, c, 0.68) - 0.68
-        out[f"{key}_coverage_error_95"] = _at(levels, c, 0.95) - 0.95
+        out[f"{key}_coverage_error_68"] = _error(levels, c, 0.68)
+        out[f"{key}_coverage_error_95"] = _error(levels, c, 0.95)
     if out_dir is not None:
         out_dir = Path(out_dir)
         fig = plot_map_coverage(out)

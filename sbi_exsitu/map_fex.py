@@ -109,10 +109,9 @@ def fit_mass_scale(
     ):
         return None
     grid = np.linspace(0.0, 3.0, 301) if grid is None else grid
-    ch = np.where(mask, maps[:, render_config.channels.index("mass")], 0.0)
     errors = []
     for s in grid:
-        w = mask * 10.0 ** (s * ch)
-        pred = (w * exsitu).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
+        w, _ = mass_weights(maps, mask, render_config, mass_scale=float(s))
+        pred = implied_fex(np.asarray(exsitu)[:, None], w)[:, 0]
         errors.append(np.sqrt(np.mean((pred - f_ex) ** 2)))
     return float(grid[int(np.argmin(errors))])

@@ -83,7 +83,12 @@ def shared_normal(
         dtype=dtype,
         device=device,
     )
-    return rho**0.5 * g + (1.0 - rho) ** 0.5 * w
+    return _mix(g, w, rho)
+
+
+def _mix(shared: Any, white: Any, rho: float) -> Any:
+    """sqrt(rho) g + sqrt(1 - rho) w: unit variance from unit-variance parts."""
+    return rho**0.5 * shared + (1.0 - rho) ** 0.5 * white
 
 
 def crps_ensemble(draws: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -154,7 +159,7 @@ def fit_shared_noise(
         g = torch.randn(mu.shape[:2] + (1, 1), generator=gen).numpy()
         white = torch.randn(mu.shape, generator=gen).numpy()
         for k, rho in enumerate(grid):
-            eps = rho**0.5 * g + (1.0 - rho) ** 0.5 * white
+            eps = _mix(g, white, rho)
             draws = np.clip(mu + sigma * eps, 0.0, 1.0) * m[:, None]
             f_draws[k].append(implied_fex(draws, w))
     truth = np.concatenate(f_true)

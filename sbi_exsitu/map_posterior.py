@@ -25,9 +25,7 @@ with the weights of :mod:`sbi_exsitu.map_fex`.
 Example:
     >>> import sbi_exsitu as sx                                    # doctest: +SKIP
     >>> post = sx.load_posterior("runs/map-quickstart")            # doctest: +SKIP
-    >>> maps.shape                                                 # doctest: +SKIP
-    (10, 5, 32, 32)
-    >>> post.sample(maps, 100).shape                               # doctest: +SKIP
+    >>> post.sample(maps, 100).shape  # maps: (10, 5, 32, 32)       # doctest: +SKIP
     (10, 100, 32, 32)
     >>> s = post.summarize(maps)                                   # doctest: +SKIP
     >>> s.mean.shape, s.f_ex_hdi68.shape                           # doctest: +SKIP
@@ -90,16 +88,27 @@ class MapSummary:
     weighting: str
 
     def to_columns(self) -> dict[str, np.ndarray]:
-        """Flat ``{column: (n,) array}`` of the scalar summaries."""
-        return {
-            "f_ex_median": self.f_ex_median,
-            "f_ex_mean": self.f_ex_mean,
-            "f_ex_std": self.f_ex_std,
-            "f_ex_hdi68_low": self.f_ex_hdi68[:, 0],
-            "f_ex_hdi68_high": self.f_ex_hdi68[:, 1],
-            "f_ex_hdi95_low": self.f_ex_hdi95[:, 0],
-            "f_ex_hdi95_high": self.f_ex_hdi95[:, 1],
-        }
+        """Flat ``{column: (n,) array}`` of the implied f_ex, as for a scalar run."""
+        from sbi_exsitu.posterior import PosteriorSummary
+
+        stats = (self.f_ex_median, self.f_ex_mean, self.f_ex_std)
+        hdis = (self.f_ex_hdi68, self.f_ex_hdi95)
+        return PosteriorSummary(
+            ["f_ex"], *(v[:, None] for v in stats), *(h[:, None] for h in hdis)
+        ).to_columns()
+
+
+def _tile(
+    s: int, x: torch.Tensor, mask: torch.Tensor, feats: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Decoder inputs for s latents per observation, latent-major: (s * B, ...)."""
+    tiled = [t.repeat(s, *[1] * (t.dim() - 1)) for t in (x, mask, *feats)]
+    return tiled[0], tiled[1], tiled[2:]
+
+
+def _untile(maps: torch.Tensor, s: int) -> torch.Tensor:
+    """(s * B, H, W) decoder output back to (B, s, H, W)."""
+    return maps.view(s, -1, *maps.shape[1:]).transpose(0, 1)
 
 
 def _infer_mask(maps: np.ndarray) -> np.ndarray:
@@ -238,20 +247,17 @@ class MapPosterior:
         step = max(1, chunk // len(x))
         for s0 in range(0, num_samples, step):
             zs = z[s0 : s0 + step]  # (s, B, D): decode s * B maps in one pass
-            s = len(zs)
-            rep = [f.repeat(s, 1, 1, 1) for f in feats]
+            xs, ms, fs = _tile(len(zs), x, mask, feats)
             y = self.cvae.sample_maps(
-                zs.reshape(s * len(x), -1),
-                x.repeat(s, 1, 1, 1),
-                mask.repeat(s, 1, 1),
+                zs.flatten(0, 1),
+                xs,
+                ms,
                 noise=noise,
                 generator=generator,
-                feats=rep,
+                feats=fs,
                 shared_noise=self.noise_rho,
             )
-            out[:, s0 : s0 + s] = (
-                y.view(s, len(x), *y.shape[1:]).transpose(0, 1).numpy()
-            )
+            out[:, s0 : s0 + len(zs)] = _untile(y, len(zs)).cpu().numpy()
         return out
 
     def sample(
@@ -341,16 +347,10 @@ class MapPosterior:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             z = self._latents("flow", x, num_samples, torch.Generator(), None, m)
-        feats = [f.repeat(num_samples, 1, 1, 1) for f in self.cvae.condition(x, m)]
-        mu, sigma = self.cvae.decode(
-            z.reshape(num_samples * len(x), -1),
-            x.repeat(num_samples, 1, 1, 1),
-            m.repeat(num_samples, 1, 1),
-            feats,
-        )
-        shape = (num_samples, len(x), *x.shape[-2:])
+        xs, ms, fs = _tile(num_samples, x, m, self.cvae.condition(x, m))
+        mu, sigma = self.cvae.decode(z.flatten(0, 1), xs, ms, fs)
         return tuple(  # type: ignore[return-value]
-            t.view(shape).transpose(0, 1).cpu().numpy() for t in (mu, sigma)
+            _untile(t, num_samples).cpu().numpy() for t in (mu, sigma)
         )
 
     def summarize(
@@ -436,7 +436,7 @@ class MapPosterior:
             run_dir / MODEL_FILE,
             {
                 "format": 1,
-                "kind": "map",
+                "kind": self.kind,
                 "cvae": self.cvae.cfg.to_dict(),
                 "embedding": self.embedding_config,
                 "settings": dataclasses.asdict(self.settings),

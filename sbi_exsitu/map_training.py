@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from sbi_exsitu.atomic import atomic_save, atomic_write_json, atomic_write_text
 from sbi_exsitu.cvae import ConditionalVAE, CVAEConfig
-from sbi_exsitu.dataset import MapDataset
+from sbi_exsitu.dataset import MapDataset, subsample
 from sbi_exsitu.device import configure_threads, resolve_device
 from sbi_exsitu.experiment import ExperimentConfig
 from sbi_exsitu.latent_flow import build_latent_flow
@@ -226,10 +226,7 @@ def fit_map_posterior(
         {k: v.tolist() for k, v in splits.items()}
         | {"dataset": str(dataset.path), "seed": cfg.data.split_seed},
     )
-    train_idx = splits["train"]
-    if settings.max_train is not None and len(train_idx) > settings.max_train:
-        rng = np.random.default_rng(cfg.run.seed)
-        train_idx = np.sort(rng.choice(train_idx, settings.max_train, replace=False))
+    train_idx = subsample(splits["train"], settings.max_train, cfg.run.seed)
     train = _Arrays.read(dataset, train_idx)
     val = _Arrays.read(dataset, splits["validation"])
     if not (torch.isfinite(train.y).all() and torch.isfinite(val.y).all()):
@@ -353,10 +350,9 @@ def fit_map_posterior(
         },
     )
     if settings.shared_noise:
-        val_idx = splits["validation"]
-        if len(val_idx) > settings.eval_max_obs:
-            rng = np.random.default_rng(cfg.run.seed + 2)
-            val_idx = np.sort(rng.choice(val_idx, settings.eval_max_obs, replace=False))
+        val_idx = subsample(
+            splits["validation"], settings.eval_max_obs, cfg.run.seed + 2
+        )
         posterior.noise_rho, noise_table = fit_shared_noise(
             posterior,
             dataset,
@@ -383,10 +379,7 @@ def fit_map_posterior(
 
     save_figure(plot_map_training(hist_cvae, hist_flow), run_dir / "training_curves")
     if evaluate:
-        test = splits["test"]
-        if len(test) > settings.eval_max_obs:
-            rng = np.random.default_rng(cfg.run.seed)
-            test = np.sort(rng.choice(test, settings.eval_max_obs, replace=False))
+        test = subsample(splits["test"], settings.eval_max_obs, cfg.run.seed)
         ev = evaluate_map_posterior(
             posterior,
             dataset,

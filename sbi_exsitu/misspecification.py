@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from sbi_exsitu.atomic import atomic_save, atomic_write_json
-from sbi_exsitu.dataset import MapDataset
+from sbi_exsitu.dataset import MapDataset, subsample
 
 __all__ = [
     "DETECTOR_DIR",
@@ -285,10 +285,7 @@ class MisspecificationDetector:
             k: neighbours of ``"knn"``.
             seed: seeds the reference subsample.
         """
-        train_idx = np.asarray(train_idx)
-        if len(train_idx) > max_reference:
-            rng = np.random.default_rng(seed)
-            train_idx = np.sort(rng.choice(train_idx, max_reference, replace=False))
+        train_idx = subsample(train_idx, max_reference, seed)
         ref = embed(posterior, dataset, train_idx)
         val = embed(posterior, dataset, np.asarray(val_idx))
         meta = {

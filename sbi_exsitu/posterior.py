@@ -94,6 +94,8 @@ class ExSituPosterior:
         run_dir: the run directory, if loaded from one.
     """
 
+    kind = "scalar"
+
     def __init__(
         self,
         estimators: Sequence[torch.nn.Module],
@@ -379,7 +381,7 @@ class ExSituPosterior:
             run_dir / MODEL_FILE,
             {
                 "format": 1,
-                "kind": "scalar",
+                "kind": self.kind,
                 "spec": self.spec.to_dict(),
                 "render_config": self.render_config.to_dict(),
                 "ensemble_size": len(self.estimators),

@@ -128,11 +128,11 @@ def predict(
     from sbi_exsitu.posterior import load_posterior
 
     post = load_posterior(run_dir, device=device)
-    is_map = getattr(post, "kind", "scalar") == "map"
+    is_map = post.kind == "map"
     if num_samples is None:
         num_samples = 100 if is_map else 1000
     detector = None
-    if misspecification and hasattr(post, "estimators"):  # scalar posteriors
+    if misspecification and not is_map:  # the detector reads scalar runs
         import warnings
 
         try:
