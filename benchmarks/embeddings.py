@@ -24,20 +24,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-# This file is named like the package it benchmarks; drop its own directory
-# from the import path so `import embeddings` finds the package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-
-from embeddings import build_embedding  # noqa: E402
+import torch
+import torch.nn as nn
+from sbi_exsitu.embeddings import build_embedding
 
 __all__ = ["NETS", "main", "time_inference", "time_training"]
 

@@ -13,10 +13,10 @@ test split (``[map] eval_max_obs`` galaxy views, ``eval_samples`` draws each):
   intervals (goal: |68% error| <= 0.05), an atom of the posterior at a truth of
   exactly 0 or 1 counting by its share inside the central band; also with the
   closed intervals of the draws, which over-cover at atoms (see
-  ``sbi_exsitu.map_coverage``), and the coverage of the implied f_ex with
-  the fitted shared pixel noise (``sbi_exsitu.map_noise``);
+  ``sbi_exsitu.evaluation.map_coverage``), and the coverage of the implied f_ex with
+  the fitted shared pixel noise (``sbi_exsitu.posteriors.map.noise``);
 * the implied f_ex's scatter against the f_ex labels, next to that of a scalar
-  posterior trained on the same split (``sbi_exsitu.fit.fit`` on a
+  posterior trained on the same split (``sbi_exsitu.training.fit.fit`` on a
   ``kind = "scalar"`` copy of CONFIG with one ensemble member) or read from
   ``--scalar-run``;
 * train times.
@@ -46,8 +46,8 @@ sys.path.insert(0, str(_HERE.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from sbi_exsitu.dataset import MapDataset  # noqa: E402
-from sbi_exsitu.experiment import ExperimentConfig  # noqa: E402
+from sbi_exsitu.config.experiment import ExperimentConfig  # noqa: E402
+from sbi_exsitu.data.dataset import MapDataset  # noqa: E402
 
 
 def _scatter(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -80,8 +80,8 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         cfg = cfg.replace(run=dataclasses.replace(cfg.run, threads=args.threads))
-    from sbi_exsitu.fit import fit
-    from sbi_exsitu.posterior import load_posterior
+    from sbi_exsitu.posteriors import load_posterior
+    from sbi_exsitu.training.fit import fit
 
     t0 = time.perf_counter()
     if args.reuse and (cfg.run_dir / "model.json").is_file():

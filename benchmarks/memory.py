@@ -30,11 +30,11 @@ def rss_gb() -> float:
 
 
 def main() -> None:
-    from sbi_exsitu.dataset import DatasetWriter
+    from sbi_exsitu.config.experiment import ExperimentConfig
+    from sbi_exsitu.data.dataset import DatasetWriter
+    from sbi_exsitu.data.render import RenderConfig, RenderedViews
     from sbi_exsitu.device import configure_threads
-    from sbi_exsitu.experiment import ExperimentConfig
-    from sbi_exsitu.fit import fit
-    from sbi_exsitu.render import RenderConfig, RenderedViews
+    from sbi_exsitu.training.fit import fit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=24_000)

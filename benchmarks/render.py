@@ -1,4 +1,4 @@
-"""Benchmark :func:`sbi_exsitu.render.pixel_statistics` against scipy.
+"""Benchmark :func:`sbi_exsitu.data.render.pixel_statistics` against scipy.
 
 The paper's code (Angeloudi et al. 2023, table A4) bins each map with its own
 ``scipy.stats.binned_statistic_2d`` call: sum of mass, mean and std of the
@@ -24,9 +24,9 @@ import time
 import numpy as np
 from scipy import stats as sps
 
-from sbi_exsitu.cameras import camera_basis
-from sbi_exsitu.particles import Particles
-from sbi_exsitu.render import RenderConfig, pixel_statistics
+from sbi_exsitu.data.cameras import camera_basis
+from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.data.render import RenderConfig, pixel_statistics
 
 __all__ = ["make_galaxy", "scipy_maps", "ours_maps", "main"]
 

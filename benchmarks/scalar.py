@@ -33,13 +33,13 @@ def peak_rss_gb() -> float:
 
 
 def main() -> None:
-    from sbi_exsitu.baselines import BaselineConfig, run_baselines
-    from sbi_exsitu.dataset import MapDataset
+    from sbi_exsitu.baselines.run import BaselineConfig, run_baselines
+    from sbi_exsitu.config.experiment import ExperimentConfig
+    from sbi_exsitu.data.dataset import MapDataset
+    from sbi_exsitu.data.simulate import simulate
     from sbi_exsitu.device import configure_threads
-    from sbi_exsitu.experiment import ExperimentConfig
-    from sbi_exsitu.fit import fit
-    from sbi_exsitu.quickstart import _simulation
-    from sbi_exsitu.simulate import simulate
+    from sbi_exsitu.studies.quickstart import _simulation
+    from sbi_exsitu.training.fit import fit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", nargs="?", default=str(ROOT / "configs/quickstart.toml"))

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sbi_exsitu.dataset import MapDataset
-from sbi_exsitu.simulate import SimulationConfig, simulate
+from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.data.simulate import SimulationConfig, simulate
 
 
 def main() -> None:

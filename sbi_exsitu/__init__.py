@@ -15,22 +15,22 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from sbi_exsitu.dataset import DatasetWriter, MapDataset, split_by_galaxy
-from sbi_exsitu.particles import Particles
-from sbi_exsitu.render import RenderConfig, render_views
+from sbi_exsitu.data.dataset import DatasetWriter, MapDataset, split_by_galaxy
+from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.data.render import RenderConfig, render_views
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_posterior": "sbi_exsitu.posterior",
-    "ExSituPosterior": "sbi_exsitu.posterior",
-    "MapPosterior": "sbi_exsitu.map_posterior",
-    "fit": "sbi_exsitu.fit",
-    "predict": "sbi_exsitu.predict",
-    "ExperimentConfig": "sbi_exsitu.experiment",
-    "calibrate": "sbi_exsitu.calibration",
-    "calibrate_dataset": "sbi_exsitu.calibration",
-    "simulate": "sbi_exsitu.simulate",
+    "load_posterior": "sbi_exsitu.posteriors",
+    "ExSituPosterior": "sbi_exsitu.posteriors.scalar",
+    "MapPosterior": "sbi_exsitu.posteriors.map.posterior",
+    "fit": "sbi_exsitu.training.fit",
+    "predict": "sbi_exsitu.studies.predict",
+    "ExperimentConfig": "sbi_exsitu.config.experiment",
+    "calibrate": "sbi_exsitu.evaluation.calibration",
+    "calibrate_dataset": "sbi_exsitu.evaluation.calibration",
+    "simulate": "sbi_exsitu.data.simulate",
 }
 
 __all__ = [

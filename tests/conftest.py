@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbi_exsitu.dataset import DatasetWriter
-from sbi_exsitu.experiment import ExperimentConfig
-from sbi_exsitu.render import RenderConfig, RenderedViews
+from sbi_exsitu.config.experiment import ExperimentConfig
+from sbi_exsitu.data.dataset import DatasetWriter
+from sbi_exsitu.data.render import RenderConfig, RenderedViews
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -88,7 +88,7 @@ def toy_experiment(tmp: Path, data: Path, **posterior) -> ExperimentConfig:
 
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory: pytest.TempPathFactory):
-    from sbi_exsitu.fit import fit
+    from sbi_exsitu.training.fit import fit
 
     tmp = tmp_path_factory.mktemp("toy")
     data = write_toy_dataset(tmp / "toy.h5", n_galaxies=1000, seed=1)

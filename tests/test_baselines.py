@@ -1,4 +1,4 @@
-"""Tests of sbi_exsitu.baselines: MDN-CNN ensemble and the bare f_ex-M* relation."""
+"""Tests of sbi_exsitu.baselines.run: MDN-CNN ensemble and the bare f_ex-M* relation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
-from sbi_exsitu.baselines import (
+from sbi_exsitu.baselines.run import (
     BaselineConfig,
     GaussianMixture,
     MassRelationBaseline,
@@ -20,9 +20,9 @@ from sbi_exsitu.baselines import (
     random_flips,
     run_baselines,
 )
-from sbi_exsitu.dataset import DatasetWriter, MapDataset
-from sbi_exsitu.render import RenderConfig, RenderedViews
-from sbi_exsitu.torchdata import MapBatches, target_array
+from sbi_exsitu.data.dataset import DatasetWriter, MapDataset
+from sbi_exsitu.data.render import RenderConfig, RenderedViews
+from sbi_exsitu.training.torchdata import MapBatches, target_array
 
 SIZE = 32
 
@@ -258,7 +258,7 @@ def test_save_load_round_trip(
 def test_mixture_dataset_checks_render_config(
     tiny_ensemble: MDNEnsemble, tmp_path: Path
 ) -> None:
-    from sbi_exsitu.dataset import DatasetError
+    from sbi_exsitu.data.dataset import DatasetError
 
     other = MDNEnsemble(
         tiny_ensemble.members,

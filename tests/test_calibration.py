@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from sbi_exsitu.calibration import (
+from sbi_exsitu.evaluation.calibration import (
     VERDICT_RULE,
     CalibrationReport,
     PosteriorLike,

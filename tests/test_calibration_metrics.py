@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from sbi_exsitu.calibration import metrics as M
+from sbi_exsitu.evaluation.calibration import metrics as M
 
 
 def gaussian_case(n=1000, s=500, scale=1.0, shift=0.0, d=1, seed=0):

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sbi_exsitu.calibration import plots  # noqa: E402
+from sbi_exsitu.evaluation.calibration import plots  # noqa: E402
 
 
 def test_coverage_figure_has_member_band_and_labels():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sbi_exsitu.calibration.verdict import (
+from sbi_exsitu.evaluation.calibration.verdict import (
     VERDICT_RULE,
     VERDICTS,
     coverage_tolerance,

@@ -1,4 +1,4 @@
-"""Tests for :mod:`sbi_exsitu.cameras`."""
+"""Tests for :mod:`sbi_exsitu.data.cameras`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sbi_exsitu.cameras import VIEW_COUNTS, camera_basis, polyhedron_vertices
+from sbi_exsitu.data.cameras import VIEW_COUNTS, camera_basis, polyhedron_vertices
 
 
 @pytest.mark.parametrize("n", VIEW_COUNTS)

@@ -1,4 +1,4 @@
-"""Tests for ``sbi-exsitu show`` and :mod:`sbi_exsitu.plotting`."""
+"""Tests for ``sbi-exsitu show`` and :mod:`sbi_exsitu.figures`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from sbi_exsitu.cli import app  # noqa: E402
-from sbi_exsitu.dataset import DatasetWriter, MapDataset  # noqa: E402
-from sbi_exsitu.particles import Particles  # noqa: E402
-from sbi_exsitu.plotting import channel_title, plot_sample  # noqa: E402
-from sbi_exsitu.render import RenderConfig, render_views  # noqa: E402
+from sbi_exsitu.data.dataset import DatasetWriter, MapDataset  # noqa: E402
+from sbi_exsitu.data.particles import Particles  # noqa: E402
+from sbi_exsitu.data.render import RenderConfig, render_views  # noqa: E402
+from sbi_exsitu.figures import channel_title, plot_sample  # noqa: E402
 
 runner = CliRunner()
 

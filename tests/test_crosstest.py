@@ -11,16 +11,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sbi_exsitu.config import ConfigError
-from sbi_exsitu.crosstest import (
+from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.data.render import RenderConfig
+from sbi_exsitu.schema import ConfigError
+from sbi_exsitu.studies.crosstest.study import (
     UNION_ID_OFFSET,
     CrosstestSection,
     cell_name,
     derive_channels,
     union_dataset,
 )
-from sbi_exsitu.dataset import MapDataset
-from sbi_exsitu.render import RenderConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:Number of TARP samples")
 
@@ -91,7 +91,7 @@ def test_section_defaults_and_errors() -> None:
 
 
 def _simulate(path, channels=None, aperture=2.0, n=6, model="tng-like"):
-    from sbi_exsitu.simulate import SimulationConfig, simulate
+    from sbi_exsitu.data.simulate import SimulationConfig, simulate
 
     render = {"resolution": 16, "min_pixels": 4, "aperture_re": aperture}
     if channels:
@@ -187,7 +187,7 @@ def test_small_grid_end_to_end_and_cached_cells_are_reused(
     def no_fit(*a, **k):
         raise AssertionError("a finished cell was retrained")
 
-    monkeypatch.setattr("sbi_exsitu.fit.fit", no_fit)
+    monkeypatch.setattr("sbi_exsitu.training.fit.fit", no_fit)
     test_json = cell / "tests" / "eagle-like.json"
     before = json.loads(test_json.read_text())
     test_json.unlink()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sbi_exsitu.crosstest import CrosstestSection, cell_name
-from sbi_exsitu.crosstest_plots import binned_band, plot_all
+from sbi_exsitu.studies.crosstest.plots import binned_band, plot_all
+from sbi_exsitu.studies.crosstest.study import CrosstestSection, cell_name
 
 
 def test_binned_band_percentiles_and_sparse_bins() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sbi_exsitu.cvae import (
+from sbi_exsitu.posteriors.map.cvae import (
     ConditionalVAE,
     CVAEConfig,
     censored_gaussian_mean,
@@ -83,7 +83,7 @@ def test_config_round_trip_and_validation() -> None:
 def test_upsample_matches_nearest_interpolation() -> None:
     import torch.nn.functional as F
 
-    from sbi_exsitu.cvae import _upsample2x
+    from sbi_exsitu.posteriors.map.cvae import _upsample2x
 
     h = torch.randn(3, 4, 5, 6, requires_grad=True)
     out = _upsample2x(h)

@@ -1,4 +1,4 @@
-"""Tests for :mod:`sbi_exsitu.dataset`."""
+"""Tests for :mod:`sbi_exsitu.data.dataset`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from sbi_exsitu.dataset import (
+from sbi_exsitu.data.dataset import (
     LABELS,
     SCHEMA_VERSION,
     DatasetError,
@@ -14,7 +14,7 @@ from sbi_exsitu.dataset import (
     MapDataset,
     split_by_galaxy,
 )
-from sbi_exsitu.render import RenderConfig, RenderedViews
+from sbi_exsitu.data.render import RenderConfig, RenderedViews
 
 CONFIG = RenderConfig(resolution=8, min_pixels=1)
 

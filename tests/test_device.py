@@ -26,7 +26,7 @@ def test_configure_threads() -> None:
 
 @pytest.mark.gpu
 def test_posterior_samples_on_cuda(toy_run) -> None:
-    from sbi_exsitu.posterior import load_posterior
+    from sbi_exsitu.posteriors import load_posterior
 
     _, _, result = toy_run
     post = load_posterior(result.run_dir, device="cuda")

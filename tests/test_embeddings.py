@@ -9,8 +9,7 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
-
-from embeddings import (
+from sbi_exsitu.embeddings import (
     D4Invariant,
     PaperCNN,
     ResNetEmbedding,
@@ -19,7 +18,7 @@ from embeddings import (
     d4_transform,
     random_d4,
 )
-from embeddings.resnet import ring_weights
+from sbi_exsitu.embeddings.resnet import ring_weights
 
 OUT = 7  # odd, so a wrong reshape cannot pass by accident
 BATCH = 4

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from sbi_exsitu.estimator import (
+from sbi_exsitu.posteriors.estimator import (
     EstimatorSpec,
     ZScore,
     build_estimator,

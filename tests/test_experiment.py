@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sbi_exsitu.config import ConfigError
-from sbi_exsitu.experiment import ExperimentConfig
+from sbi_exsitu.config.experiment import ExperimentConfig
+from sbi_exsitu.schema import ConfigError
 
 
 def test_defaults_and_round_trip() -> None:

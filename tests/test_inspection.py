@@ -1,4 +1,4 @@
-"""Tests for sbi_exsitu.inspection and the ``sbi-exsitu inspect`` command."""
+"""Tests for sbi_exsitu.studies.inspection and the ``sbi-exsitu inspect`` command."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from sbi_exsitu.cli import app
-from sbi_exsitu.dataset import DatasetError, MapDataset
-from sbi_exsitu.inspection import (
+from sbi_exsitu.data.dataset import DatasetError, MapDataset
+from sbi_exsitu.data.simulate import SimulationConfig, simulate
+from sbi_exsitu.studies.inspection import (
     RING_PAIRS,
     dataset_gradients,
     inspect_datasets,
     ring_gradients,
     ring_means,
 )
-from sbi_exsitu.simulate import SimulationConfig, simulate
 
 
 def _radial_map(size: int, fov_re: float) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sbi_exsitu.latent_flow import LatentFlow
+from sbi_exsitu.posteriors.map.latent_flow import LatentFlow
 
 
 def test_latent_flow_standardization() -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbi_exsitu.dataset import DatasetWriter, MapDataset
-from sbi_exsitu.map_coverage import (
+from sbi_exsitu.data.dataset import DatasetWriter, MapDataset
+from sbi_exsitu.data.exsitu_fraction import mass_weights
+from sbi_exsitu.data.render import RenderConfig, RenderedViews
+from sbi_exsitu.evaluation.map_coverage import (
     central_coverage,
     closed_interval_coverage,
     map_calibration,
@@ -16,8 +18,6 @@ from sbi_exsitu.map_coverage import (
     pixel_coverage,
     randomized_pit,
 )
-from sbi_exsitu.map_fex import mass_weights
-from sbi_exsitu.render import RenderConfig, RenderedViews
 
 RES = 8
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sbi_exsitu.map_evaluation import (
+from sbi_exsitu.evaluation.map_evaluation import (
     plot_map_panels,
     plot_residual_distribution,
     plot_residual_vs_truth,

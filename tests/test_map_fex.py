@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sbi_exsitu.map_fex import fit_mass_scale, implied_fex, mass_weights
-from sbi_exsitu.render import RenderConfig
+from sbi_exsitu.data.exsitu_fraction import fit_mass_scale, implied_fex, mass_weights
+from sbi_exsitu.data.render import RenderConfig
 
 
 def test_mass_weights_cases() -> None:

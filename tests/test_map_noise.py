@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_exsitu.cvae import sample_censored_gaussian
-from sbi_exsitu.map_fex import mass_weights
-from sbi_exsitu.map_noise import crps_ensemble, fit_shared_noise, shared_normal
-from sbi_exsitu.render import RenderConfig
+from sbi_exsitu.data.exsitu_fraction import mass_weights
+from sbi_exsitu.data.render import RenderConfig
+from sbi_exsitu.posteriors.map.cvae import sample_censored_gaussian
+from sbi_exsitu.posteriors.map.noise import (
+    crps_ensemble,
+    fit_shared_noise,
+    shared_normal,
+)
 
 RES = 8
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from conftest import RES, write_toy_dataset
 
-from sbi_exsitu.dataset import MapDataset
-from sbi_exsitu.experiment import ExperimentConfig
-from sbi_exsitu.map_posterior import MapPosterior, MapSettings
-from sbi_exsitu.render import RenderConfig
+from sbi_exsitu.config.experiment import ExperimentConfig
+from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.data.render import RenderConfig
+from sbi_exsitu.posteriors.map.posterior import MapPosterior, MapSettings
 
 
 def _config(tmp: Path, data: Path) -> ExperimentConfig:
@@ -66,7 +66,7 @@ def _config(tmp: Path, data: Path) -> ExperimentConfig:
 
 @pytest.fixture(scope="module")
 def map_run(tmp_path_factory: pytest.TempPathFactory):
-    from sbi_exsitu.fit import fit
+    from sbi_exsitu.training.fit import fit
 
     tmp = tmp_path_factory.mktemp("maptoy")
     data = write_toy_dataset(tmp / "toy.h5", n_galaxies=120, seed=3)
@@ -110,7 +110,7 @@ def test_run_directory_and_metrics(map_run) -> None:
 
 
 def test_sample_shape_range_mask_and_reproducibility(map_run) -> None:
-    from sbi_exsitu.posterior import load_posterior
+    from sbi_exsitu.posteriors import load_posterior
 
     data, result = map_run
     post = load_posterior(result.run_dir)
@@ -147,7 +147,7 @@ def test_summarize(map_run) -> None:
 
 
 def test_render_config_checked(map_run) -> None:
-    from sbi_exsitu.posterior import RenderConfigMismatch
+    from sbi_exsitu.posteriors.scalar import RenderConfigMismatch
 
     _, result = map_run
     with pytest.raises(RenderConfigMismatch, match="shape"):
@@ -162,7 +162,7 @@ def test_render_config_checked(map_run) -> None:
 
 
 def test_settings_refuse_unknown_keys(tmp_path: Path) -> None:
-    from sbi_exsitu.config import ConfigError
+    from sbi_exsitu.schema import ConfigError
 
     doc = {
         "run": {"name": "x"},
@@ -181,7 +181,7 @@ def test_predict_on_a_map_run(map_run, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from sbi_exsitu.cli import app
-    from sbi_exsitu.predict import predict
+    from sbi_exsitu.studies.predict import predict
 
     _, result = map_run
     obs = write_toy_dataset(tmp_path / "obs.h5", 3, seed=21)

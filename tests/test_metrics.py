@@ -1,4 +1,4 @@
-"""Tests of sbi_exsitu.metrics against hand-computed values."""
+"""Tests of sbi_exsitu.evaluation.accuracy against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sbi_exsitu.metrics import binned_metrics, evaluate, nlpd, point_metrics
+from sbi_exsitu.evaluation.accuracy import binned_metrics, evaluate, nlpd, point_metrics
 
 
 def test_point_metrics_by_hand() -> None:

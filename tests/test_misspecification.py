@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_exsitu.misspecification import (
+from sbi_exsitu.evaluation.misspecification import (
     DETECTOR_DIR,
     MisspecificationDetector,
     conformal_pvalues,
@@ -83,7 +83,7 @@ def test_set_test_runs_sbi_mmd_on_embeddings() -> None:
 
 # -- on mock galaxies with a trained posterior -----------------------------------------
 def _simulate(path, **model):
-    from sbi_exsitu.simulate import SimulationConfig, simulate
+    from sbi_exsitu.data.simulate import SimulationConfig, simulate
 
     cfg = SimulationConfig.from_dict(
         {
@@ -104,8 +104,8 @@ def shifted_run(tmp_path_factory):
     metallicity when mass and kinematics are there (AUC ~0.6 with the mass map
     too), and a shift the posterior ignores is not what this test is about.
     """
-    from sbi_exsitu.experiment import ExperimentConfig
-    from sbi_exsitu.fit import fit
+    from sbi_exsitu.config.experiment import ExperimentConfig
+    from sbi_exsitu.training.fit import fit
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("misspec")
@@ -137,7 +137,7 @@ def shifted_run(tmp_path_factory):
 
 
 def test_flag_fires_more_on_shifted_metallicity_gradients(shifted_run) -> None:
-    from sbi_exsitu.dataset import MapDataset
+    from sbi_exsitu.data.dataset import MapDataset
 
     _, base, shifted, result = shifted_run
     post = result.posterior
@@ -152,7 +152,7 @@ def test_flag_fires_more_on_shifted_metallicity_gradients(shifted_run) -> None:
 
 
 def test_embed_matches_the_members_embedding_net(shifted_run) -> None:
-    from sbi_exsitu.dataset import MapDataset
+    from sbi_exsitu.data.dataset import MapDataset
 
     _, base, _, result = shifted_run
     with MapDataset(base) as ds:
@@ -166,7 +166,7 @@ def test_embed_matches_the_members_embedding_net(shifted_run) -> None:
 
 
 def test_predict_reports_flags_and_stores_the_detector(shifted_run) -> None:
-    from sbi_exsitu.predict import predict
+    from sbi_exsitu.studies.predict import predict
 
     tmp, _, shifted, result = shifted_run
     out = predict(

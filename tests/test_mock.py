@@ -1,4 +1,5 @@
-"""Tests for the mock formation models (sbi_exsitu.mock: base, registry, models)."""
+"""Tests for the mock formation models (sbi_exsitu.data.mock: base, registry,
+models)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sbi_exsitu.mock import (
+from sbi_exsitu.data.mock import (
     GRAVITY_FIELDS,
     POPULATION_FIELDS,
     Z_SUN,
@@ -15,7 +16,7 @@ from sbi_exsitu.mock import (
     available_models,
     get_model,
 )
-from sbi_exsitu.mock.profiles import G
+from sbi_exsitu.data.mock.profiles import G
 
 MODELS = ["tng-like", "eagle-like"]
 FAST = {"max_particles": 20_000, "min_particles": 20_000}

@@ -1,4 +1,5 @@
-"""Tests for sbi_exsitu.mock.profiles: profiles, sampling, Jeans, asymmetric drift."""
+"""Tests for sbi_exsitu.data.mock.profiles: profiles, sampling, Jeans, asymmetric
+drift."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from sbi_exsitu.mock.profiles import (
+from sbi_exsitu.data.mock.profiles import (
     NFW,
     RHO_CRIT,
     ExponentialDisc,

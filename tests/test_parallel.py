@@ -1,4 +1,4 @@
-"""Tests of sbi_exsitu.parallel: order, errors, local processes, Dask."""
+"""Tests of sbi_exsitu.data.parallel: order, errors, local processes, Dask."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sbi_exsitu.parallel import parallel_map
+from sbi_exsitu.data.parallel import parallel_map
 
 
 def slow_square(x: int) -> int:

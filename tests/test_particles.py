@@ -1,11 +1,11 @@
-"""Tests for :mod:`sbi_exsitu.particles`."""
+"""Tests for :mod:`sbi_exsitu.data.particles`."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sbi_exsitu.particles import Particles, ParticlesError, half_mass_radius
+from sbi_exsitu.data.particles import Particles, ParticlesError, half_mass_radius
 
 
 def fields(n: int = 50, seed: int = 0) -> dict[str, np.ndarray]:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import RES, SIGMA, toy_experiment
 
-from sbi_exsitu.dataset import MapDataset
-from sbi_exsitu.render import RenderConfig
+from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.data.render import RenderConfig
 
 
 def test_fitted_posterior_matches_the_analytic_one(toy_run) -> None:
@@ -59,7 +59,7 @@ def test_run_directory_is_complete(toy_run) -> None:
 
 
 def test_save_load_sample_identical(toy_run) -> None:
-    from sbi_exsitu.posterior import load_posterior
+    from sbi_exsitu.posteriors import load_posterior
 
     _, data, result = toy_run
     loaded = load_posterior(result.run_dir)
@@ -99,7 +99,7 @@ def test_summaries_have_ordered_intervals(toy_run) -> None:
 
 
 def test_maps_of_another_render_config_are_refused(toy_run, tmp_path) -> None:
-    from sbi_exsitu.posterior import RenderConfigMismatch
+    from sbi_exsitu.posteriors.scalar import RenderConfigMismatch
 
     _, _, result = toy_run
     other = RenderConfig(
@@ -113,7 +113,7 @@ def test_maps_of_another_render_config_are_refused(toy_run, tmp_path) -> None:
 
 
 def test_fit_resumes_finished_members_without_retraining(toy_run) -> None:
-    from sbi_exsitu.fit import fit
+    from sbi_exsitu.training.fit import fit
 
     tmp, data, result = toy_run
     cfg = toy_experiment(tmp, data)
@@ -129,7 +129,7 @@ def test_fit_resumes_finished_members_without_retraining(toy_run) -> None:
 
 
 def test_a_changed_config_refuses_the_existing_run(toy_run) -> None:
-    from sbi_exsitu.fit import RunExistsError, fit
+    from sbi_exsitu.training.fit import RunExistsError, fit
 
     tmp, data, _ = toy_run
     cfg = toy_experiment(tmp, data, hidden_features=16)

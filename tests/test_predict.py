@@ -11,7 +11,7 @@ from conftest import write_toy_dataset
 from typer.testing import CliRunner
 
 from sbi_exsitu.cli import app
-from sbi_exsitu.predict import predict, write_table
+from sbi_exsitu.studies.predict import predict, write_table
 
 
 def test_write_table_csv_and_hdf5(tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""Tests of sbi_exsitu.readers.cosmology against closed forms and direct quadrature."""
+"""Tests of sbi_exsitu.data.readers.cosmology against closed forms and direct
+quadrature."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from sbi_exsitu.readers.cosmology import HUBBLE_TIME_GYR, Cosmology
+from sbi_exsitu.data.readers.cosmology import HUBBLE_TIME_GYR, Cosmology
 
 
 def test_hubble_time_constant() -> None:

@@ -1,4 +1,4 @@
-"""Tests of sbi_exsitu.readers.eagle: unit attributes, membership, centring."""
+"""Tests of sbi_exsitu.data.readers.eagle: unit attributes, membership, centring."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-from sbi_exsitu.readers import ReaderError, read_eagle
-from sbi_exsitu.readers.eagle import NO_GROUP, shrinking_sphere_centre
-from sbi_exsitu.readers.fixtures import symmetric_galaxy, write_eagle_file
+from sbi_exsitu.data.readers import ReaderError, read_eagle
+from sbi_exsitu.data.readers.eagle import NO_GROUP, shrinking_sphere_centre
+from sbi_exsitu.data.readers.fixtures import symmetric_galaxy, write_eagle_file
 
 A, H, OM, OL, BOX = 0.8, 0.6777, 0.307, 0.693, 67.77
 KPC, MSUN = 3.085678e21, 1.989e33

@@ -1,4 +1,4 @@
-"""Tests of sbi_exsitu.readers.tng: units, centring, flags, round trips, errors."""
+"""Tests of sbi_exsitu.data.readers.tng: units, centring, flags, round trips, errors."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import h5py
 import numpy as np
 import pytest
 
-from sbi_exsitu.readers import ReaderError, read_tng_cutout
-from sbi_exsitu.readers.fixtures import (
+from sbi_exsitu.data.readers import ReaderError, read_tng_cutout
+from sbi_exsitu.data.readers.fixtures import (
     symmetric_galaxy,
     write_insitu_flags,
     write_offsets,
     write_subhalo_json,
     write_tng_cutout,
 )
-from sbi_exsitu.readers.tng import SubhaloCatalogue, cutout_subhalo_id
+from sbi_exsitu.data.readers.tng import SubhaloCatalogue, cutout_subhalo_id
 
 A, H, OM, OL, BOX = 0.5, 0.7, 0.3, 0.7, 1000.0
 GYR = 977.7922216807891 / 100  # 1/H0 in Gyr for h = 1

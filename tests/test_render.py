@@ -1,4 +1,4 @@
-"""Tests for :mod:`sbi_exsitu.render`: properties the maps must have."""
+"""Tests for :mod:`sbi_exsitu.data.render`: properties the maps must have."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from sbi_exsitu.cameras import camera_basis, polyhedron_vertices
-from sbi_exsitu.particles import Particles
-from sbi_exsitu.render import (
+from sbi_exsitu.data.cameras import camera_basis, polyhedron_vertices
+from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.data.render import (
     CHANNELS,
     RenderConfig,
     RenderError,

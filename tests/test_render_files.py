@@ -1,4 +1,4 @@
-"""Tests of sbi_exsitu.render_files and the ``sbi-exsitu render`` command."""
+"""Tests of sbi_exsitu.data.render_files and the ``sbi-exsitu render`` command."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sbi_exsitu.dataset import MapDataset
-from sbi_exsitu.readers.fixtures import (
+from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.data.readers.fixtures import (
     symmetric_galaxy,
     write_eagle_file,
     write_insitu_flags,
@@ -18,8 +18,8 @@ from sbi_exsitu.readers.fixtures import (
     write_subhalo_json,
     write_tng_cutout,
 )
-from sbi_exsitu.render import RenderConfig, render_views
-from sbi_exsitu.render_files import render_files
+from sbi_exsitu.data.render import RenderConfig, render_views
+from sbi_exsitu.data.render_files import render_files
 
 CONFIG = RenderConfig(resolution=16, min_pixels=4)
 

@@ -1,4 +1,4 @@
-"""Tests for sbi_exsitu.simulate and the ``sbi-exsitu simulate`` command."""
+"""Tests for sbi_exsitu.data.simulate and the ``sbi-exsitu simulate`` command."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import sbi_exsitu.simulate as sim
+import sbi_exsitu.data.simulate as sim
 from sbi_exsitu.cli import app
-from sbi_exsitu.config import ConfigError
-from sbi_exsitu.dataset import DatasetError, MapDataset
-from sbi_exsitu.simulate import SimulationConfig, simulate, views_for_fex
+from sbi_exsitu.data.dataset import DatasetError, MapDataset
+from sbi_exsitu.data.simulate import SimulationConfig, simulate, views_for_fex
+from sbi_exsitu.schema import ConfigError
 
 SMALL = {
     "simulate": {"model": "tng-like", "n_galaxies": 5, "seed": 3},

@@ -8,11 +8,15 @@ import numpy as np
 import torch
 from conftest import RES, write_toy_dataset
 
-from sbi_exsitu.dataset import MapDataset
-from sbi_exsitu.estimator import EstimatorSpec, build_estimator, clamp_to_support
-from sbi_exsitu.experiment import TrainingSection
-from sbi_exsitu.torchdata import MapBatches, target_array
-from sbi_exsitu.training import train_member
+from sbi_exsitu.config.experiment import TrainingSection
+from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.posteriors.estimator import (
+    EstimatorSpec,
+    build_estimator,
+    clamp_to_support,
+)
+from sbi_exsitu.training.loop import train_member
+from sbi_exsitu.training.torchdata import MapBatches, target_array
 
 
 def _setup(tmp_path):

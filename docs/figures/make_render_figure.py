@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sbi_exsitu.particles import Particles  # noqa: E402
-from sbi_exsitu.render import (  # noqa: E402
+from sbi_exsitu.data.particles import Particles  # noqa: E402
+from sbi_exsitu.data.render import (  # noqa: E402
     RenderConfig,
     pixel_mask,
     pixel_statistics,

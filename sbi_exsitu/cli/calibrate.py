@@ -29,9 +29,10 @@ def calibrate(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Check the posterior's calibration; writes coverage.png and calibration.json."""
-    from sbi_exsitu.calibration import calibrate_dataset
-    from sbi_exsitu.dataset import DatasetError, MapDataset
-    from sbi_exsitu.posterior import RenderConfigMismatch, load_posterior
+    from sbi_exsitu.data.compatibility import RenderConfigMismatch
+    from sbi_exsitu.data.dataset import DatasetError, MapDataset
+    from sbi_exsitu.evaluation.calibration import calibrate_dataset
+    from sbi_exsitu.posteriors import load_posterior
 
     try:
         post = load_posterior(run, device=device)
@@ -84,8 +85,8 @@ def _calibrate_map(
     post, run: Path, data: Path | None, out: Path | None, num_samples: int, seed: int
 ) -> None:
     """Per-pixel coverage and implied-f_ex coverage of a map-valued posterior."""
-    from sbi_exsitu.dataset import MapDataset
-    from sbi_exsitu.map_coverage import map_calibration
+    from sbi_exsitu.data.dataset import MapDataset
+    from sbi_exsitu.evaluation.map_coverage import map_calibration
 
     if data is None:
         dataset, indices = post.test_split()

@@ -23,10 +23,10 @@ def crosstest(
 ) -> None:
     """Train on each formation model (and their union), test on each, over the
     channels x aperture grid; resumes, reusing finished cells."""
-    from sbi_exsitu.config import ConfigError
-    from sbi_exsitu.crosstest import crosstest as run_crosstest
-    from sbi_exsitu.dataset import DatasetError
-    from sbi_exsitu.fit import RunExistsError
+    from sbi_exsitu.data.dataset import DatasetError
+    from sbi_exsitu.schema import ConfigError
+    from sbi_exsitu.studies.crosstest.study import crosstest as run_crosstest
+    from sbi_exsitu.training.fit import RunExistsError
 
     try:
         result = run_crosstest(

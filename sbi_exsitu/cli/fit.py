@@ -19,11 +19,11 @@ def fit(
     """Train the posterior of CONFIG; resumes an interrupted run."""
     import dataclasses
 
-    from sbi_exsitu.config import ConfigError
-    from sbi_exsitu.dataset import DatasetError
-    from sbi_exsitu.experiment import ExperimentConfig
-    from sbi_exsitu.fit import RunExistsError
-    from sbi_exsitu.fit import fit as run_fit
+    from sbi_exsitu.config.experiment import ExperimentConfig
+    from sbi_exsitu.data.dataset import DatasetError
+    from sbi_exsitu.schema import ConfigError
+    from sbi_exsitu.training.fit import RunExistsError
+    from sbi_exsitu.training.fit import fit as run_fit
 
     try:
         cfg = ExperimentConfig.from_toml(config)
@@ -74,9 +74,9 @@ def predict(
     For a map run: the implied f_ex per observation, and with an .h5 output the
     posterior mean and std maps (maps/mean, maps/std).
     """
-    from sbi_exsitu.dataset import DatasetError
-    from sbi_exsitu.posterior import RenderConfigMismatch
-    from sbi_exsitu.predict import predict as run_predict
+    from sbi_exsitu.data.dataset import DatasetError
+    from sbi_exsitu.posteriors.scalar import RenderConfigMismatch
+    from sbi_exsitu.studies.predict import predict as run_predict
 
     try:
         path = run_predict(

@@ -17,8 +17,8 @@ def inspect(
     output: Path = typer.Option(..., "-o", "--output", help="Directory for the PNGs."),
 ) -> None:
     """Example maps, f_ex-M* and ring-gradient figures (001 figs. 2, 3, 13)."""
-    from sbi_exsitu.dataset import DatasetError
-    from sbi_exsitu.inspection import inspect_datasets
+    from sbi_exsitu.data.dataset import DatasetError
+    from sbi_exsitu.studies.inspection import inspect_datasets
 
     try:
         written = inspect_datasets(datasets, output)

@@ -19,9 +19,9 @@ def quickstart(
     quiet: bool = typer.Option(False, help="No progress output."),
 ) -> None:
     """Simulate a mock set, fit, predict new galaxies, calibrate: the whole chain."""
-    from sbi_exsitu.config import ConfigError
-    from sbi_exsitu.dataset import DatasetError
-    from sbi_exsitu.quickstart import quickstart as run
+    from sbi_exsitu.data.dataset import DatasetError
+    from sbi_exsitu.schema import ConfigError
+    from sbi_exsitu.studies.quickstart import quickstart as run
 
     try:
         result = run(

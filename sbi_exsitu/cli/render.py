@@ -42,10 +42,10 @@ def render(
     Files that cannot be read are reported and skipped; the exit code is 1 if
     any file failed, 2 if none could be written.
     """
-    from sbi_exsitu.config import ConfigError, load_toml
-    from sbi_exsitu.dataset import DatasetError
-    from sbi_exsitu.render import RenderConfig, RenderError
-    from sbi_exsitu.render_files import render_files
+    from sbi_exsitu.data.dataset import DatasetError
+    from sbi_exsitu.data.render import RenderConfig, RenderError
+    from sbi_exsitu.data.render_files import render_files
+    from sbi_exsitu.schema import ConfigError, load_toml
 
     if flags is None and offsets is not None:
         raise fail("--offsets needs --flags (the stars_NNN.hdf5 file to slice)")

@@ -26,8 +26,8 @@ def show(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sbi_exsitu.dataset import DatasetError
-    from sbi_exsitu.plotting import plot_sample
+    from sbi_exsitu.data.dataset import DatasetError
+    from sbi_exsitu.figures import plot_sample
 
     if output is None:
         output = Path(f"{dataset.stem}_{index}.png")

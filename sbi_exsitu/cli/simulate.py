@@ -28,10 +28,10 @@ def simulate(
     Same config (and seed) -> identical file contents, whatever --workers or
     --scheduler; an interrupted run continues with --resume.
     """
-    from sbi_exsitu.config import ConfigError
-    from sbi_exsitu.dataset import DatasetError, MapDataset
-    from sbi_exsitu.simulate import SimulationConfig, SimulationError
-    from sbi_exsitu.simulate import simulate as run
+    from sbi_exsitu.data.dataset import DatasetError, MapDataset
+    from sbi_exsitu.data.simulate import SimulationConfig, SimulationError
+    from sbi_exsitu.data.simulate import simulate as run
+    from sbi_exsitu.schema import ConfigError
 
     if workers < 1:
         raise fail(f"--workers is {workers}, expected >= 1")

@@ -1,0 +1,465 @@
+"""HDF5 datasets of rendered maps: atomic, resumable writing and streaming reading.
+
+One file per dataset (schema version :data:`SCHEMA_VERSION`)::
+
+    /maps               (N, C, H, W) float32, one sample per chunk
+    /exsitu             (N, H, W)    float32, ex-situ mass fraction per pixel
+    /mask               (N, H, W)    bool, pixels holding data
+    /labels/f_ex        (N,) float64 (NaN = unlabelled, e.g. real data without flags)
+    /labels/log_mstar   (N,) float64, log10 M*/Msun
+    /labels/galaxy_id   (N,) int64
+    /labels/view_id     (N,) int16, index of the camera in its polyhedron
+    /labels/model       (N,) str, formation model or source ("tng-like", "TNG100")
+    /labels/half_mass_radius (N,) float64, kpc
+    attrs: schema_version, render_config (JSON), n_complete, and free-form attrs
+
+Writes go to ``<name>.partial`` next to the target and are renamed over it only
+when the writer closes cleanly, so a crash never leaves a half-written file under
+the real name. Galaxies are appended whole and ``n_complete`` is updated after each
+flush; reopening with ``resume=True`` truncates anything past it and carries on.
+
+Example:
+    >>> import tempfile, pathlib, numpy as np
+    >>> from sbi_exsitu.data.render import RenderConfig, RenderedViews
+    >>> cfg = RenderConfig(resolution=8, min_pixels=1)
+    >>> views = RenderedViews(maps=np.zeros((2, 5, 8, 8), np.float32),
+    ...     exsitu=np.zeros((2, 8, 8), np.float32), mask=np.ones((2, 8, 8), bool),
+    ...     directions=np.eye(3)[:2])
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "d.h5"
+    >>> with DatasetWriter(path, cfg) as w:
+    ...     w.add_galaxy(views, galaxy_id=0, f_ex=0.3, log_mstar=10.5,
+    ...                  half_mass_radius=3.0, model="toy")
+    >>> ds = MapDataset(path)
+    >>> len(ds), ds.maps([1, 0]).shape
+    (2, (2, 5, 8, 8))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from sbi_exsitu.data.render import RenderConfig, RenderedViews
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "LABELS",
+    "DatasetError",
+    "DatasetWriter",
+    "MapDataset",
+    "split_by_galaxy",
+    "subsample",
+    "SPLIT_FRACTIONS",
+]
+
+SCHEMA_VERSION = 1
+SPLIT_FRACTIONS = (0.75, 0.10, 0.15)
+LABELS = ("f_ex", "log_mstar", "galaxy_id", "view_id", "model", "half_mass_radius")
+_LABEL_DTYPES = {
+    "f_ex": np.float64,
+    "log_mstar": np.float64,
+    "galaxy_id": np.int64,
+    "view_id": np.int16,
+    "model": h5py.string_dtype(),
+    "half_mass_radius": np.float64,
+}
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, malformed or does not match what was expected."""
+
+
+def _partial_path(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+class DatasetWriter:
+    """Append rendered galaxies to an HDF5 dataset, atomically and resumably.
+
+    Args:
+        path: the final file.
+        render_config: the configuration every map was rendered with.
+        resume: continue an interrupted (``.partial``) or finished file.
+        overwrite: replace an existing file.
+        attrs: JSON-serialisable metadata stored as file attributes (e.g. the
+            simulation config); on resume they must match the stored ones.
+
+    Raises:
+        DatasetError: the file exists and neither ``resume`` nor ``overwrite`` is
+            set, or on resume the schema or render config differ.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        render_config: RenderConfig,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.partial = _partial_path(self.path)
+        self.config = render_config
+        attrs = {k: json.dumps(v, sort_keys=True) for k, v in (attrs or {}).items()}
+        exists = self.path.exists() or self.partial.exists()
+        if exists and not (resume or overwrite):
+            which = self.path if self.path.exists() else self.partial
+            raise DatasetError(
+                f"{which} exists; pass resume=True (--resume) to continue it or "
+                "overwrite=True (--overwrite) to replace it"
+            )
+        reopened_final = False
+        if overwrite and not resume:
+            self.partial.unlink(missing_ok=True)
+        elif resume and not self.partial.exists() and self.path.exists():
+            os.replace(self.path, self.partial)
+            reopened_final = True
+        if self.partial.exists():
+            try:
+                self._h5 = self._reopen(attrs)
+            except DatasetError:
+                if reopened_final:  # a refused resume must not hide a finished file
+                    os.replace(self.partial, self.path)
+                raise
+        else:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self._h5 = self._create(attrs)
+
+    def _create(self, attrs: dict[str, str]) -> h5py.File:
+        n, c = self.config.resolution, self.config.n_channels
+        h5 = h5py.File(self.partial, "w")
+        h5.attrs["schema_version"] = SCHEMA_VERSION
+        h5.attrs["render_config"] = self.config.to_json()
+        h5.attrs["n_complete"] = 0
+        for key, value in attrs.items():
+            h5.attrs[key] = value
+        h5.create_dataset(
+            "maps",
+            (0, c, n, n),
+            np.float32,
+            maxshape=(None, c, n, n),
+            chunks=(1, c, n, n),
+            compression="lzf",
+        )
+        h5.create_dataset(
+            "exsitu",
+            (0, n, n),
+            np.float32,
+            maxshape=(None, n, n),
+            chunks=(1, n, n),
+            compression="lzf",
+        )
+        h5.create_dataset(
+            "mask",
+            (0, n, n),
+            bool,
+            maxshape=(None, n, n),
+            chunks=(1, n, n),
+            compression="lzf",
+        )
+        for key in LABELS:
+            h5.create_dataset(
+                f"labels/{key}",
+                (0,),
+                _LABEL_DTYPES[key],
+                maxshape=(None,),
+                chunks=(4096,),
+            )
+        return h5
+
+    def _reopen(self, attrs: dict[str, str]) -> h5py.File:
+        try:
+            h5 = h5py.File(self.partial, "a")
+        except OSError as err:
+            raise DatasetError(
+                f"{self.partial}: cannot reopen to resume ({err}); delete it or "
+                "pass overwrite"
+            ) from None
+        _check_schema(h5, self.partial)
+        stored = RenderConfig.from_json(h5.attrs["render_config"])
+        if stored != self.config:
+            h5.close()
+            raise DatasetError(
+                f"{self.partial}: cannot resume, render config differs: "
+                + "; ".join(self.config.diff(stored))
+            )
+        for key, value in attrs.items():
+            if key in h5.attrs and h5.attrs[key] != value:
+                h5.close()
+                raise DatasetError(
+                    f"{self.partial}: cannot resume, attribute '{key}' differs from "
+                    "the stored one (different settings than the interrupted run)"
+                )
+        n_done = int(h5.attrs["n_complete"])
+        for name in ("maps", "exsitu", "mask", *(f"labels/{k}" for k in LABELS)):
+            if h5[name].shape[0] != n_done:  # a galaxy half-written at the crash
+                h5[name].resize(n_done, axis=0)
+        return h5
+
+    def completed_galaxies(self) -> set[int]:
+        """Galaxy ids already written in full."""
+        return set(np.unique(self._h5["labels/galaxy_id"][:]).tolist())
+
+    def __len__(self) -> int:
+        return int(self._h5.attrs["n_complete"])
+
+    def add_galaxy(
+        self,
+        views: RenderedViews,
+        *,
+        galaxy_id: int,
+        f_ex: float,
+        log_mstar: float,
+        half_mass_radius: float,
+        model: str,
+        view_ids: Sequence[int] | None = None,
+    ) -> None:
+        """Append all views of one galaxy, then mark them complete."""
+        shape = (self.config.n_channels, self.config.resolution, self.config.resolution)
+        if views.maps.shape[1:] != shape:
+            raise DatasetError(
+                f"{self.path}: maps have shape {views.maps.shape[1:]}, expected "
+                f"{shape} from the render config"
+            )
+        v = len(views)
+        start = len(self)
+        end = start + v
+        labels = {
+            "f_ex": np.full(v, f_ex, np.float64),
+            "log_mstar": np.full(v, log_mstar, np.float64),
+            "galaxy_id": np.full(v, galaxy_id, np.int64),
+            "view_id": np.asarray(view_ids if view_ids is not None else range(v)),
+            "model": np.array([model] * v, dtype=object),
+            "half_mass_radius": np.full(v, half_mass_radius, np.float64),
+        }
+        h5 = self._h5
+        for name, data in (
+            ("maps", views.maps),
+            ("exsitu", views.exsitu),
+            ("mask", views.mask),
+            *((f"labels/{k}", labels[k]) for k in LABELS),
+        ):
+            h5[name].resize(end, axis=0)
+            h5[name][start:end] = data
+        h5.flush()
+        h5.attrs["n_complete"] = end
+        h5.flush()
+
+    def close(self, finalize: bool = True) -> Path:
+        """Close the file; with ``finalize`` rename the partial file to the target."""
+        if self._h5.id.valid:
+            self._h5.close()
+        if finalize:
+            os.replace(self.partial, self.path)
+            return self.path
+        return self.partial
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # On error keep the partial file: it is what --resume continues from.
+        self.close(finalize=exc_type is None)
+
+
+def _check_schema(h5: h5py.File, path: Path) -> None:
+    version = h5.attrs.get("schema_version")
+    if isinstance(version, np.generic):  # show 2, not np.int64(2)
+        version = version.item()
+    if version != SCHEMA_VERSION:
+        h5.close()
+        raise DatasetError(
+            f"{path}: attribute 'schema_version' is {version!r}, expected "
+            f"{SCHEMA_VERSION} (re-render the dataset with this version of sbi-exsitu)"
+        )
+    for name in ("maps", "exsitu", "mask", *(f"labels/{k}" for k in LABELS)):
+        if name not in h5:
+            h5.close()
+            raise DatasetError(f"{path}: dataset '/{name}' is missing")
+
+
+def subsample(indices: np.ndarray, max_count: int | None, seed: int) -> np.ndarray:
+    """At most ``max_count`` of ``indices``, drawn without replacement and sorted.
+
+    All of them (unchanged) when there are no more than ``max_count`` or it is
+    None; the same seed gives the same subset.
+    """
+    indices = np.asarray(indices)
+    if max_count is None or len(indices) <= max_count:
+        return indices
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(indices, max_count, replace=False))
+
+
+def split_by_galaxy(
+    galaxy_ids: np.ndarray,
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
+    seed: int = 0,
+    names: Sequence[str] = ("train", "validation", "test"),
+) -> dict[str, np.ndarray]:
+    """Split sample indices so that all views of a galaxy land in one split.
+
+    Args:
+        galaxy_ids: (N,) galaxy id of every sample.
+        fractions: fraction of galaxies per split (sums to 1).
+        seed: seed of the galaxy shuffle; the same seed gives the same split.
+        names: split names.
+
+    Returns:
+        Split name -> sorted sample indices.
+    """
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if len(fractions) != len(names) or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"split fractions {list(fractions)} must sum to 1")
+    galaxies = np.unique(galaxy_ids)
+    order = np.random.default_rng(seed).permutation(len(galaxies))
+    cuts = np.round(np.cumsum(fractions) * len(galaxies)).astype(int)
+    assignment = np.empty(len(galaxies), dtype=np.int64)
+    for k, (lo, hi) in enumerate(zip(np.r_[0, cuts[:-1]], cuts, strict=True)):
+        assignment[order[lo:hi]] = k
+    split_of_sample = assignment[np.searchsorted(galaxies, galaxy_ids)]
+    return {name: np.flatnonzero(split_of_sample == k) for k, name in enumerate(names)}
+
+
+class MapDataset:
+    """Read a dataset written by :class:`DatasetWriter`, streaming maps on demand.
+
+    Labels are small and read at once; maps are read per index batch, so memory
+    stays bounded whatever the file size.
+
+    Args:
+        path: the HDF5 file.
+        expect_config: if given, refuse a file rendered with another config.
+
+    Raises:
+        DatasetError: missing or truncated file, wrong schema, or config mismatch.
+    """
+
+    def __init__(self, path: str | Path, expect_config: RenderConfig | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            hint = ""
+            if _partial_path(self.path).exists():
+                hint = " (an interrupted .partial file exists: resume the job)"
+            raise DatasetError(f"{self.path}: file not found{hint}")
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as err:
+            raise DatasetError(
+                f"{self.path}: not a readable HDF5 file (truncated or corrupt?): {err}"
+            ) from None
+        _check_schema(self._h5, self.path)
+        try:
+            self.render_config = RenderConfig.from_json(self._h5.attrs["render_config"])
+            n = int(self._h5.attrs["n_complete"])
+            self.labels: dict[str, np.ndarray] = {}
+            for key in LABELS:
+                data = self._h5[f"labels/{key}"][:n]
+                if key == "model":
+                    data = data.astype(str)
+                self.labels[key] = data
+        except (OSError, KeyError, ValueError) as err:
+            raise DatasetError(f"{self.path}: cannot read labels: {err}") from None
+        self._n = n
+        if self._h5["maps"].shape[0] < n:
+            raise DatasetError(
+                f"{self.path}: '/maps' holds {self._h5['maps'].shape[0]} samples, "
+                f"expected n_complete={n} (truncated file)"
+            )
+        if expect_config is not None:
+            self.check_config(expect_config)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Free-form attributes (JSON-decoded where possible)."""
+        out = {}
+        for key, value in self._h5.attrs.items():
+            try:
+                out[key] = json.loads(value) if isinstance(value, str) else value
+            except json.JSONDecodeError:
+                out[key] = value
+        return out
+
+    def check_config(self, expected: RenderConfig) -> None:
+        """Raise :class:`DatasetError` naming every difference from ``expected``."""
+        if self.render_config != expected:
+            raise DatasetError(
+                f"{self.path}: maps were rendered with a different config than "
+                "expected (file != expected): "
+                + "; ".join(self.render_config.diff(expected))
+            )
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one sample."""
+        return tuple(self._h5["maps"].shape[1:])  # type: ignore[return-value]
+
+    @property
+    def has_labels(self) -> bool:
+        """True when every sample has an f_ex label."""
+        return bool(self._n) and bool(np.all(np.isfinite(self.labels["f_ex"])))
+
+    def _read(
+        self, name: str, indices: Sequence[int] | np.ndarray | slice
+    ) -> np.ndarray:
+        if isinstance(indices, slice):
+            return self._h5[name][indices]
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0:
+            return np.empty((0, *self._h5[name].shape[1:]), self._h5[name].dtype)
+        if idx.min() < 0 or idx.max() >= self._n:
+            raise IndexError(f"{self.path}: index out of range [0, {self._n})")
+        # h5py wants increasing unique indices; read those, then restore order.
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        return self._h5[name][uniq][inverse]
+
+    def maps(self, indices: Sequence[int] | np.ndarray | slice) -> np.ndarray:
+        """(n, C, H, W) float32 observation maps."""
+        return self._read("maps", indices)
+
+    def exsitu(self, indices: Sequence[int] | np.ndarray | slice) -> np.ndarray:
+        """(n, H, W) float32 ex-situ fraction maps."""
+        return self._read("exsitu", indices)
+
+    def mask(self, indices: Sequence[int] | np.ndarray | slice) -> np.ndarray:
+        """(n, H, W) bool pixel masks."""
+        return self._read("mask", indices)
+
+    def iter_batches(
+        self, indices: np.ndarray | None = None, batch_size: int = 256
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(indices, maps)`` in chunks of ``batch_size``."""
+        indices = np.arange(self._n) if indices is None else np.asarray(indices)
+        for start in range(0, len(indices), batch_size):
+            batch = indices[start : start + batch_size]
+            yield batch, self.maps(batch)
+
+    def splits(
+        self, seed: int = 0, fractions: Sequence[float] = SPLIT_FRACTIONS
+    ) -> dict[str, np.ndarray]:
+        """Galaxy-grouped train/validation/test indices (:func:`split_by_galaxy`)."""
+        return split_by_galaxy(self.labels["galaxy_id"], fractions, seed)
+
+    def close(self) -> None:
+        if self._h5.id.valid:
+            self._h5.close()
+
+    def __enter__(self) -> MapDataset:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        c, h, w = self.shape
+        return f"MapDataset('{self.path}', n={self._n}, maps=({c}, {h}, {w}))"

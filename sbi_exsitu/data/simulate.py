@@ -1,0 +1,336 @@
+"""Mock galaxies to a rendered map dataset: the ``sbi-exsitu simulate`` pipeline.
+
+Galaxy ``i`` is drawn from a registered formation model (:mod:`sbi_exsitu.data.mock`)
+with the seed ``SeedSequence(seed, spawn_key=(i,))``, rendered from the vertices
+of a regular polyhedron (:mod:`sbi_exsitu.data.cameras`) and appended to a
+:class:`~sbi_exsitu.data.dataset.DatasetWriter` file in index order. Every galaxy
+depends only on ``(seed, i)``, so the file is the same whatever the number of
+workers, the scheduler or how often the run was interrupted and resumed; a resumed
+run may also ask for more galaxies than the first one to extend the dataset.
+
+Views per galaxy: an int (every galaxy, a polyhedron vertex count) or
+``"balanced"``, which picks the polyhedron from the galaxy's f_ex as 001 sec.
+2.5.1 does — more projections for the rarer high-f_ex galaxies (default: 4, 6, 8,
+12, 20 views for f_ex below 0.2, 0.4, 0.6, 0.8 and above).
+
+Config file (TOML)::
+
+    [simulate]
+    model = "tng-like"        # a registered formation model
+    n_galaxies = 3600
+    seed = 0
+    views = "balanced"        # or 4, 6, 8, 12, 20
+    balance_edges = [0.2, 0.4, 0.6, 0.8]
+    balance_views = [4, 6, 8, 12, 20]
+
+    [model]                   # overrides of the model's parameters
+    max_particles = 30000
+
+    [render]                  # RenderConfig fields (or preset = "paper")
+    resolution = 128
+
+Example:
+    >>> import tempfile, pathlib
+    >>> cfg = SimulationConfig.from_dict({
+    ...     "simulate": {"n_galaxies": 2, "views": 4},
+    ...     "model": {"max_particles": 4000, "min_particles": 4000},
+    ...     "render": {"resolution": 16}})
+    >>> out = simulate(cfg, pathlib.Path(tempfile.mkdtemp()) / "d.h5",
+    ...                progress=False)
+    >>> from sbi_exsitu.data.dataset import MapDataset
+    >>> len(MapDataset(out))
+    8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sbi_exsitu.data.cameras import VIEW_COUNTS
+from sbi_exsitu.data.dataset import DatasetWriter
+from sbi_exsitu.data.mock import FormationModel, ModelError, get_model
+from sbi_exsitu.data.parallel import parallel_map
+from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.data.render import (
+    RenderConfig,
+    RenderedViews,
+    RenderError,
+    render_views,
+)
+from sbi_exsitu.schema import ConfigError, check_keys, load_toml, take_section
+
+__all__ = [
+    "SimulationConfig",
+    "SimulationError",
+    "galaxy_seed",
+    "draw_galaxy",
+    "views_for_fex",
+    "simulate",
+]
+
+_SECTIONS = ("simulate", "model", "render")
+
+
+class SimulationError(ValueError):
+    """A simulation cannot run; the message names the galaxy or setting."""
+
+
+@dataclass(frozen=True)
+class _SimulateSection:
+    model: str = "tng-like"
+    n_galaxies: int = 100
+    seed: int = 0
+    views: str | int = "balanced"
+    balance_edges: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+    balance_views: tuple[int, ...] = (4, 6, 8, 12, 20)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that decides a simulated dataset.
+
+    Attributes:
+        model: registered formation model name.
+        n_galaxies: galaxies to draw (ids 0 .. n_galaxies - 1).
+        seed: master seed; galaxy ``i`` uses :func:`galaxy_seed`.
+        views: ``"balanced"`` or a polyhedron vertex count (4, 6, 8, 12, 20).
+        balance_edges: increasing f_ex edges of the balanced policy.
+        balance_views: views per f_ex bin (one more than ``balance_edges``).
+        model_params: overrides of the model's parameters.
+        render: the render configuration.
+
+    Raises:
+        SimulationError: a value is out of range (the message names the key).
+    """
+
+    model: str = "tng-like"
+    n_galaxies: int = 100
+    seed: int = 0
+    views: str | int = "balanced"
+    balance_edges: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+    balance_views: tuple[int, ...] = (4, 6, 8, 12, 20)
+    model_params: dict[str, Any] = field(default_factory=dict)
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+    def __post_init__(self) -> None:
+        _check_int("n_galaxies", self.n_galaxies, low=1)
+        _check_int("seed", self.seed, low=0)
+        if self.views != "balanced" and self.views not in VIEW_COUNTS:
+            raise SimulationError(
+                f"'views' is {self.views!r}, expected \"balanced\" or one of "
+                f"{list(VIEW_COUNTS)}"
+            )
+        edges, counts = tuple(self.balance_edges), tuple(self.balance_views)
+        object.__setattr__(self, "balance_edges", edges)
+        object.__setattr__(self, "balance_views", counts)
+        if len(counts) != len(edges) + 1 or any(v not in VIEW_COUNTS for v in counts):
+            raise SimulationError(
+                f"'balance_views' is {list(counts)}, expected {len(edges) + 1} "
+                f"values (one more than 'balance_edges') from {list(VIEW_COUNTS)}"
+            )
+        if any(not 0 < e < 1 for e in edges) or list(edges) != sorted(set(edges)):
+            raise SimulationError(
+                f"'balance_edges' is {list(edges)}, expected increasing values "
+                "in (0, 1)"
+            )
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], where: str = "config") -> SimulationConfig:
+        """Build from a parsed TOML document with the tables of the module docstring.
+
+        Raises:
+            ConfigError: unknown table or key (with the closest known one), unknown
+                model (listing the known ones) or a value outside its range.
+        """
+        check_keys(doc, _SECTIONS, where)
+        sim = take_section(doc.get("simulate"), _SimulateSection, f"{where} [simulate]")
+        params = dict(doc.get("model", {}))
+        try:
+            get_model(sim.model, **params)  # validate names and ranges now
+        except ModelError as err:
+            raise ConfigError(f"{where} [model]: {err}") from None
+        try:
+            render = RenderConfig.from_dict(doc.get("render", {}), f"{where} [render]")
+        except RenderError as err:
+            raise ConfigError(str(err)) from None
+        try:
+            return cls(**dataclasses.asdict(sim), model_params=params, render=render)
+        except SimulationError as err:
+            raise ConfigError(f"{where} [simulate]: {err}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> SimulationConfig:
+        """Read a config file (see the module docstring)."""
+        return cls.from_dict(load_toml(path), where=str(path))
+
+    def formation_model(self) -> FormationModel:
+        """The configured formation model."""
+        return get_model(self.model, **self.model_params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, the same layout as the TOML file."""
+        sim = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(_SimulateSection)
+        }
+        sim = {k: list(v) if isinstance(v, tuple) else v for k, v in sim.items()}
+        return {
+            "simulate": sim,
+            "model": {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in self.model_params.items()
+            },
+            "render": self.render.to_dict(),
+        }
+
+
+def galaxy_seed(seed: int, index: int) -> np.random.SeedSequence:
+    """The seed of galaxy ``index``: independent of worker count and order."""
+    return np.random.SeedSequence(seed, spawn_key=(index,))
+
+
+def draw_galaxy(
+    config: SimulationConfig, index: int
+) -> tuple[Particles, dict[str, Any]]:
+    """Re-draw galaxy ``index`` of a simulation (the particles behind its maps)."""
+    return config.formation_model().draw(galaxy_seed(config.seed, index))
+
+
+def views_for_fex(
+    f_ex: float,
+    edges: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8),
+    views: tuple[int, ...] = (4, 6, 8, 12, 20),
+) -> int:
+    """Number of cameras for a galaxy of ex-situ fraction ``f_ex`` (001 sec. 2.5.1).
+
+    Example:
+        >>> views_for_fex(0.05), views_for_fex(0.5), views_for_fex(0.95)
+        (4, 8, 20)
+    """
+    return int(views[int(np.searchsorted(edges, f_ex, side="right"))])
+
+
+@dataclass(frozen=True)
+class _Result:
+    index: int
+    views: RenderedViews
+    info: dict[str, Any]
+
+
+def _simulate_galaxy(
+    index: int,
+    *,
+    model: FormationModel,
+    render: RenderConfig,
+    seed: int,
+    views: str | int,
+    edges: tuple[float, ...],
+    counts: tuple[int, ...],
+) -> _Result:
+    """Draw and render galaxy ``index``; module-level so workers can pickle it."""
+    particles, info = model.draw(galaxy_seed(seed, index))
+    n_views = (
+        views_for_fex(particles.f_ex, edges, counts) if views == "balanced" else views
+    )
+    try:
+        rendered = render_views(particles, render, int(n_views))
+    except RenderError as err:
+        raise SimulationError(
+            f"galaxy {index} (seed {seed}, log M* = {info['log_mstar']:.2f}, "
+            f"{len(particles)} particles) cannot be rendered: {err}; raise "
+            "'min_particles' in [model] or lower 'resolution' in [render]"
+        ) from None
+    return _Result(index=index, views=rendered, info=info)
+
+
+def simulate(
+    config: SimulationConfig,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Draw, render and write ``config.n_galaxies`` mock galaxies.
+
+    Args:
+        config: the simulation configuration.
+        out: the HDF5 dataset to write (atomically, via ``<out>.partial``).
+        workers: local worker processes (1 = in this process).
+        scheduler: address of an existing Dask scheduler (overrides ``workers``).
+        resume: continue an interrupted (or finished) file, skipping the galaxies
+            it holds; the stored settings must match.
+        overwrite: replace an existing file.
+        progress: show a tqdm bar (galaxies, rate, ETA, views written).
+
+    Returns:
+        The path of the finished dataset.
+
+    Raises:
+        DatasetError: ``out`` exists without ``resume``/``overwrite``, or resume
+            with different settings.
+        SimulationError: a galaxy cannot be rendered.
+    """
+    out = Path(out)
+    model = config.formation_model()
+    doc = config.to_dict()
+    # n_galaxies is left out so that a resumed run may extend the dataset.
+    doc["simulate"].pop("n_galaxies")
+    attrs = {"source": "simulate", "simulation": doc, "model_params": model.params()}
+    work = functools.partial(
+        _simulate_galaxy,
+        model=model,
+        render=config.render,
+        seed=config.seed,
+        views=config.views,
+        edges=config.balance_edges,
+        counts=config.balance_views,
+    )
+    with DatasetWriter(
+        out, config.render, resume=resume, overwrite=overwrite, attrs=attrs
+    ) as writer:
+        done = writer.completed_galaxies()
+        todo = [i for i in range(config.n_galaxies) if i not in done]
+        bar = tqdm(
+            total=config.n_galaxies,
+            initial=config.n_galaxies - len(todo),
+            unit="galaxy",
+            desc=f"simulate {config.model}",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        n_views = 0
+        with bar:
+            for result in parallel_map(
+                work, todo, workers=workers, scheduler=scheduler
+            ):
+                info = result.info
+                writer.add_galaxy(
+                    result.views,
+                    galaxy_id=result.index,
+                    f_ex=info["f_ex"],
+                    log_mstar=info["log_mstar"],
+                    half_mass_radius=info["half_mass_radius"],
+                    model=model.name,
+                )
+                n_views += len(result.views)
+                bar.update(1)
+                bar.set_postfix(views=n_views, refresh=False)
+    return out
+
+
+def _check_int(key: str, value: Any, low: int) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < low
+    ):
+        raise SimulationError(f"'{key}' is {value!r}, expected an integer >= {low}")
