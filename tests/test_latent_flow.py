@@ -34,3 +34,20 @@ def test_gradients_reach_flow_and_embedding() -> None:
     flow.log_prob(torch.randn(6, 3), torch.randn(6, 1, 2, 2)).sum().backward()
     assert net[1].weight.grad is not None and net[1].weight.grad.abs().sum() > 0
     assert all(p.grad is not None for p in flow.flow.parameters())
+
+
+def test_context_is_standardized_and_old_weights_load() -> None:
+    """The embedding's output is z-scored; weights without the norm load as identity."""
+    flow = LatentFlow(torch.nn.Flatten(), 2, context=4, transforms=1, hidden=8)
+    c = 0.1 * torch.randn(32, 4) + 5.0  # a faint, off-centre context
+    out = flow.context_norm(c)
+    assert torch.allclose(out.mean(0), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(out.std(0, unbiased=False), torch.ones(4), atol=1e-2)
+    flow.context_norm(c[:1])  # a training batch of one is accepted
+    state = {
+        k: v for k, v in flow.state_dict().items() if not k.startswith("context_norm")
+    }
+    old = LatentFlow(torch.nn.Flatten(), 2, context=4, transforms=1, hidden=8)
+    old.load_state_dict(state)
+    old.eval()
+    assert torch.allclose(old.context_norm(c), c, rtol=1e-6)
