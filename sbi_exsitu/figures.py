@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sbi_exsitu.atomic import atomic_save
+from sbi_exsitu.atomic import atomic_save, check_output_path
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # matplotlib loads on first plot, not on import
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["channel_title", "plot_maps", "plot_sample", "save_figure"]
+__all__ = ["channel_title", "plot_maps", "plot_sample", "save_figure", "save_sample"]
 
 # Diverging maps for signed quantities, so zero is the neutral colour.
 _CMAPS = {
@@ -186,11 +186,15 @@ def save_figure(
 
     The one figure writer of the package: a killed job never leaves a truncated
     PNG or PDF under the final name.
+
+    Raises:
+        OutputPathError: a target is a folder or lies in a read-only folder.
     """
     out = []
     try:
         for fmt in formats:
             target = Path(path).with_suffix(f".{fmt}")
+            check_output_path(target, overwrite=True)
             atomic_save(
                 target,
                 lambda p, f=fmt: fig.savefig(p, format=f, dpi=dpi, bbox_inches="tight"),
@@ -201,3 +205,28 @@ def save_figure(
 
         plt.close(fig)
     return out
+
+
+def save_sample(
+    dataset: str | Path, index: int, output: str | Path, dpi: int = 120
+) -> Path:
+    """Plot sample ``index`` of ``dataset`` (:func:`plot_sample`) to ``output``.
+
+    The output is checked before the file is read and written atomically; it
+    may be replaced, but never when it is the dataset itself.
+
+    Raises:
+        OutputPathError: ``output`` is the dataset, a folder or not writable.
+        IndexError: ``index`` is out of range.
+        sbi_exsitu.data.dataset.DatasetError: the file cannot be read.
+    """
+    output = check_output_path(output, inputs=[dataset], overwrite=True)
+    fig = plot_sample(dataset, index)
+    suffix = output.suffix.lstrip(".") or "png"
+    try:
+        atomic_save(output, lambda p: fig.savefig(p, format=suffix, dpi=dpi))
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return output

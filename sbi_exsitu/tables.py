@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from sbi_exsitu.atomic import atomic_path, atomic_write_text
+from sbi_exsitu.atomic import atomic_path, atomic_write_text, check_output_path
 
 __all__ = ["TABLE_SUFFIXES", "write_table"]
 
@@ -30,6 +31,7 @@ def write_table(
     path: str | Path,
     samples: np.ndarray | None = None,
     arrays: dict[str, np.ndarray] | None = None,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Write equal-length columns as CSV or HDF5 (by suffix), atomically.
 
@@ -39,8 +41,13 @@ def write_table(
         samples: optional (n, S, ...) posterior draws (HDF5 only).
         arrays: further (n, ...) arrays by HDF5 path, e.g. ``"maps/mean"``
             (HDF5 only; a CSV table leaves them out).
+        inputs: files the table was computed from; ``path`` must be none of
+            them. An existing table is replaced.
+
+    Raises:
+        OutputPathError: ``path`` is an input, a folder, or not writable.
     """
-    path = Path(path)
+    path = check_output_path(path, inputs=inputs, overwrite=True)
     if path.suffix not in TABLE_SUFFIXES:
         raise ValueError(f"{path}: output must end in one of {TABLE_SUFFIXES}")
     cols = {k: np.asarray(v) for k, v in columns.items()}

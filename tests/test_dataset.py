@@ -165,7 +165,9 @@ def test_resume_with_another_config_names_the_field(tmp_path):
     with pytest.raises(DatasetError, match="smooth_sigma: 1.0 != 0.6"):
         DatasetWriter(path, other, resume=True)
     seeded = tmp_path / "seeded.h5"
-    DatasetWriter(seeded, CONFIG, attrs={"seed": 1}).close(finalize=False)
+    w = DatasetWriter(seeded, CONFIG, attrs={"seed": 1})
+    w.add_galaxy(views(0), **labels(0))  # an empty .partial is removed on close
+    w.close(finalize=False)
     with pytest.raises(DatasetError, match="attribute 'seed' differs"):
         DatasetWriter(seeded, CONFIG, resume=True, attrs={"seed": 2})
     DatasetWriter(seeded, CONFIG, resume=True, attrs={"seed": 1}).close()

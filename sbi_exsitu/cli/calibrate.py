@@ -57,6 +57,7 @@ def calibrate(
             post,
             dataset,
             indices,
+            out_dir=out_dir,
             num_samples=num_samples,
             seed=seed,
             progress=not quiet,

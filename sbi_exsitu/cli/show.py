@@ -24,18 +24,15 @@ def show(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+    from sbi_exsitu.atomic import OutputPathError
     from sbi_exsitu.data.dataset import DatasetError
-    from sbi_exsitu.figures import plot_sample
+    from sbi_exsitu.figures import save_sample
 
     if output is None:
         output = Path(f"{dataset.stem}_{index}.png")
     try:
-        fig = plot_sample(dataset, index)
-    except (DatasetError, IndexError) as err:
+        save_sample(dataset, index, output, dpi=dpi)
+    except (DatasetError, IndexError, OutputPathError) as err:
         raise fail(str(err)) from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=dpi)
-    plt.close(fig)
     typer.echo(f"wrote {output}")

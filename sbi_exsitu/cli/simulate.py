@@ -28,6 +28,7 @@ def simulate(
     Same config (and seed) -> identical file contents, whatever --workers or
     --scheduler; an interrupted run continues with --resume.
     """
+    from sbi_exsitu.atomic import OutputPathError
     from sbi_exsitu.data.dataset import DatasetError, MapDataset
     from sbi_exsitu.data.simulate import SimulationConfig, SimulationError
     from sbi_exsitu.data.simulate import simulate as run
@@ -45,8 +46,15 @@ def simulate(
             resume=resume,
             overwrite=overwrite,
             progress=progress,
+            inputs=[config],
         )
-    except (ConfigError, DatasetError, SimulationError, RuntimeError) as err:
+    except (
+        ConfigError,
+        DatasetError,
+        SimulationError,
+        RuntimeError,
+        OutputPathError,
+    ) as err:
         raise fail(str(err)) from None
     with MapDataset(path) as ds:
         n_gal = len(set(ds.labels["galaxy_id"].tolist()))

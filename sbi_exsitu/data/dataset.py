@@ -15,8 +15,12 @@ One file per dataset (schema version :data:`SCHEMA_VERSION`)::
 
 Writes go to ``<name>.partial`` next to the target and are renamed over it only
 when the writer closes cleanly, so a crash never leaves a half-written file under
-the real name. Galaxies are appended whole and ``n_complete`` is updated after each
-flush; reopening with ``resume=True`` truncates anything past it and carries on.
+the real name; with ``overwrite`` the old file stays readable until that rename.
+Galaxies are appended whole and ``n_complete`` is updated after each flush;
+reopening with ``resume=True`` truncates anything past it and carries on. A writer
+holds ``<name>.lock`` (:class:`~sbi_exsitu.atomic.OutputLock`), so a second writer
+of the same output fails at once and leaves the first one's files alone. A writer
+that wrote nothing leaves nothing: no empty dataset, no empty ``.partial``.
 
 Example:
     >>> import tempfile, pathlib, numpy as np
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from sbi_exsitu.atomic import OutputLock, check_output_path
 from sbi_exsitu.data.render import RenderConfig, RenderedViews
 
 __all__ = [
@@ -108,6 +114,17 @@ class DatasetWriter:
         self.partial = _partial_path(self.path)
         self.config = render_config
         attrs = {k: json.dumps(v, sort_keys=True) for k, v in (attrs or {}).items()}
+        check_output_path(self.path, overwrite=True)  # existence is checked below
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Lock before touching any file, so a losing writer changes nothing.
+        self._lock = OutputLock(self.path).acquire()
+        try:
+            self._open(attrs, resume, overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, attrs: dict[str, str], resume: bool, overwrite: bool) -> None:
         exists = self.path.exists() or self.partial.exists()
         if exists and not (resume or overwrite):
             which = self.path if self.path.exists() else self.partial
@@ -117,10 +134,20 @@ class DatasetWriter:
             )
         reopened_final = False
         if overwrite and not resume:
+            # Only the old .partial goes; the old final file stays until close.
             self.partial.unlink(missing_ok=True)
         elif resume and not self.partial.exists() and self.path.exists():
             os.replace(self.path, self.partial)
             reopened_final = True
+        if self.partial.exists() and not reopened_final and not _readable(self.partial):
+            # Killed before its first flush: nothing in it can be resumed, and
+            # keeping it would block every re-run.
+            warnings.warn(
+                f"{self.partial} is unreadable (the job was killed mid-write); "
+                "starting it again",
+                stacklevel=3,
+            )
+            self.partial.unlink()
         if self.partial.exists():
             try:
                 self._h5 = self._reopen(attrs)
@@ -129,7 +156,6 @@ class DatasetWriter:
                     os.replace(self.partial, self.path)
                 raise
         else:
-            self.partial.parent.mkdir(parents=True, exist_ok=True)
             self._h5 = self._create(attrs)
 
     def _create(self, attrs: dict[str, str]) -> h5py.File:
@@ -172,6 +198,7 @@ class DatasetWriter:
                 maxshape=(None,),
                 chunks=(4096,),
             )
+        h5.flush()  # a valid (empty) file from the start, also if killed now
         return h5
 
     def _reopen(self, attrs: dict[str, str]) -> h5py.File:
@@ -253,13 +280,26 @@ class DatasetWriter:
         h5.flush()
 
     def close(self, finalize: bool = True) -> Path:
-        """Close the file; with ``finalize`` rename the partial file to the target."""
-        if self._h5.id.valid:
-            self._h5.close()
-        if finalize:
-            os.replace(self.partial, self.path)
-            return self.path
-        return self.partial
+        """Close the file; with ``finalize`` rename the partial file to the target.
+
+        A file without a single complete sample is deleted instead (finalized
+        or not): an empty dataset under the final name, or an empty
+        ``.partial``, would only block the corrected re-run.
+        """
+        if getattr(self, "_lock", None) is None or self._lock._fd is None:
+            return self.path if finalize else self.partial  # already closed
+        try:
+            empty = self._h5.id.valid and len(self) == 0
+            if self._h5.id.valid:
+                self._h5.close()
+            if empty:
+                self.partial.unlink(missing_ok=True)
+            elif finalize:
+                os.replace(self.partial, self.path)
+                return self.path
+        finally:
+            self._lock.release()
+        return self.path if finalize else self.partial
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -267,6 +307,14 @@ class DatasetWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # On error keep the partial file: it is what --resume continues from.
         self.close(finalize=exc_type is None)
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r"):
+            return True
+    except OSError:
+        return False
 
 
 def _check_schema(h5: h5py.File, path: Path) -> None:

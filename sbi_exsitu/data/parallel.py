@@ -8,6 +8,14 @@ yielded in the order of ``items`` as soon as they and all earlier ones are
 ready, so the caller can stream them to disk; at most ``2 * workers`` items
 are in flight on a local pool to bound memory.
 
+Local workers never outlive the parent, even when it is SIGKILLed (which runs
+no cleanup): on Linux each worker asks the kernel for SIGTERM when its parent
+dies (``prctl(PR_SET_PDEATHSIG)``, set before any work, then re-checks that the
+parent is still the one that started it, closing the race of a parent that dies
+during start-up); elsewhere a daemon thread in the worker exits it once
+``os.getppid()`` changes. The kernel signal is preferred where available: it
+fires at once, costs nothing, and works while the worker is busy in C code.
+
 Example:
     >>> list(parallel_map(abs, [-1, 2, -3]))
     [1, 2, 3]
@@ -15,7 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -82,7 +96,12 @@ def _pool_map(
 ) -> Iterator[R]:
     # spawn: the parent may hold torch or HDF5 handles that fork would copy.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending: dict[int, Future[R]] = {}
         next_submit = next_yield = 0
         while next_yield < len(items):
@@ -94,6 +113,31 @@ def _pool_map(
             bar.update(1)
             yield result
             next_yield += 1
+
+
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when ``parent_pid`` dies."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:  # died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):  # no usable libc: fall back to polling
+            pass
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent"
+    ).start()
+
+
+def _watch_parent(parent_pid: int, interval: float = 1.0) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _dask_map(

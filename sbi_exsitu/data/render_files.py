@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from sbi_exsitu.atomic import check_output_path
 from sbi_exsitu.data.cameras import VIEW_COUNTS
 from sbi_exsitu.data.dataset import DatasetWriter
 from sbi_exsitu.data.parallel import parallel_map
@@ -181,6 +182,9 @@ def render_files(
 
     Raises:
         ValueError: ``views`` is not a polyhedron vertex count, or no paths.
+        OutputPathError: ``out`` is an input (a cutout, its catalogue JSON, the
+            flags or offsets file) or cannot be written; checked before any work.
+        OutputBusyError: another process is writing ``out``.
         DatasetError: the output exists (without resume/overwrite) or differs.
     """
     if views not in VIEW_COUNTS:
@@ -189,6 +193,9 @@ def render_files(
         raise ValueError("no input files given")
     config = config or RenderConfig()
     paths = [str(Path(p)) for p in paths]
+    catalogues = [Path(p).with_suffix(".json") for p in paths] if catalogue else []
+    # An existing out is refused by DatasetWriter, naming --resume and --overwrite.
+    check_output_path(out, inputs=[*paths, *catalogues, flags, offsets], overwrite=True)
     attrs = {
         "source": "render",
         "files": paths,

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from sbi_exsitu.atomic import check_output_path
 from sbi_exsitu.data.cameras import VIEW_COUNTS
 from sbi_exsitu.data.dataset import DatasetWriter
 from sbi_exsitu.data.mock import FormationModel, ModelError, get_model
@@ -258,6 +260,7 @@ def simulate(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Draw, render and write ``config.n_galaxies`` mock galaxies.
 
@@ -270,16 +273,21 @@ def simulate(
             it holds; the stored settings must match.
         overwrite: replace an existing file.
         progress: show a tqdm bar (galaxies, rate, ETA, views written).
+        inputs: files the run reads (e.g. the config file); ``out`` must be
+            none of them.
 
     Returns:
         The path of the finished dataset.
 
     Raises:
+        OutputPathError: ``out`` cannot be written (checked before any work).
+        OutputBusyError: another process is writing ``out``.
         DatasetError: ``out`` exists without ``resume``/``overwrite``, or resume
             with different settings.
         SimulationError: a galaxy cannot be rendered.
     """
-    out = Path(out)
+    # An existing out is refused by DatasetWriter, naming --resume and --overwrite.
+    out = check_output_path(out, inputs=inputs, overwrite=True)
     model = config.formation_model()
     doc = config.to_dict()
     # n_galaxies is left out so that a resumed run may extend the dataset.

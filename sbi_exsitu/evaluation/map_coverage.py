@@ -44,7 +44,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sbi_exsitu.atomic import atomic_write_json  # noqa: E402
+from sbi_exsitu.atomic import atomic_write_json, check_output_path  # noqa: E402
 from sbi_exsitu.data.dataset import MapDataset  # noqa: E402
 from sbi_exsitu.figures import save_figure  # noqa: E402
 
@@ -215,6 +215,8 @@ def map_calibration(
     """
     from sbi_exsitu.data.exsitu_fraction import implied_fex
 
+    if out_dir is not None:  # before the sampling, not after it
+        check_output_path(out_dir, kind="dir", inputs=[getattr(dataset, "path", None)])
     post.check_render_config(dataset.render_config, where=str(dataset.path))
     indices = np.asarray(indices, dtype=np.int64)
     levels = np.asarray(levels, dtype=float)

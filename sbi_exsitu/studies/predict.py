@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sbi_exsitu.atomic import check_output_path
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.tables import TABLE_SUFFIXES, write_table
 
@@ -53,9 +54,20 @@ def predict(
             run (100 maps of H x W per observation; the seed paper's number).
 
     Raises:
+        OutputPathError: ``out`` is the maps file or a file of the run, or
+            cannot be written (checked before any work).
         RenderConfigMismatch: the maps were rendered with another config.
     """
     from sbi_exsitu.posteriors import load_posterior
+
+    out = Path(out)
+    if out.suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{out}: output must end in one of {TABLE_SUFFIXES}")
+    if save_samples and out.suffix == ".csv":
+        raise ValueError(f"{out}: --samples needs an HDF5 output (.h5)")
+    run_files = [p for p in Path(run_dir).rglob("*") if p.is_file()]
+    # An existing table is replaced (as before); an input never is.
+    check_output_path(out, inputs=[maps_path, *run_files], overwrite=True)
 
     post = load_posterior(run_dir, device=device)
     is_map = post.kind == "map"
@@ -69,11 +81,6 @@ def predict(
             detector = post.misspecification_detector()
         except FileNotFoundError as err:
             warnings.warn(f"no misspecification flags: {err}", stacklevel=2)
-    out = Path(out)
-    if out.suffix not in TABLE_SUFFIXES:
-        raise ValueError(f"{out}: output must end in one of {TABLE_SUFFIXES}")
-    if save_samples and out.suffix == ".csv":
-        raise ValueError(f"{out}: --samples needs an HDF5 output (.h5)")
     with MapDataset(maps_path) as ds:
         post.check_render_config(ds.render_config, where=str(ds.path))
         chunks, summaries, mean_maps, std_maps = [], [], [], []
@@ -117,4 +124,4 @@ def predict(
             "maps/mean": np.concatenate(mean_maps),
             "maps/std": np.concatenate(std_maps),
         }
-    return write_table(columns, out, samples=samples, arrays=arrays)
+    return write_table(columns, out, samples=samples, arrays=arrays, inputs=[maps_path])

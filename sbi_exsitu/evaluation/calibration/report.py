@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +40,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from sbi_exsitu.atomic import atomic_write_text, check_output_path
 from sbi_exsitu.evaluation.calibration import metrics as M
 from sbi_exsitu.evaluation.calibration import plots
 from sbi_exsitu.evaluation.calibration.protocol import PosteriorLike
@@ -248,18 +247,14 @@ class CalibrationReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``out_dir/calibration.json`` atomically (temp file + rename)."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        """Write ``out_dir/calibration.json`` atomically (temp file + rename).
+
+        Raises:
+            OutputPathError: ``out_dir`` is a file or read-only.
+        """
+        out_dir = check_output_path(out_dir, kind="dir")
         path = out_dir / "calibration.json"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".calibration.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(self.to_json() + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, self.to_json() + "\n")
         return path
 
     def plot(
@@ -438,6 +433,7 @@ def calibrate_dataset(
     posterior: PosteriorLike,
     dataset: Any,
     indices: Sequence[int] | np.ndarray | None = None,
+    out_dir: str | Path | None = None,
     **kwargs: Any,
 ) -> CalibrationReport:
     """:func:`calibrate` on (a subset of) a
@@ -450,11 +446,18 @@ def calibrate_dataset(
         dataset: has ``labels`` (name -> ``(N,)`` array), ``maps(indices)`` and
             ``len``.
         indices: which samples; all by default. The maps are read into memory.
+        out_dir: where the caller will save the report; checked before the
+            sampling (:func:`~sbi_exsitu.atomic.check_output_path`), not written.
         **kwargs: passed to :func:`calibrate`.
 
     Returns:
         The :class:`CalibrationReport`.
+
+    Raises:
+        OutputPathError: ``out_dir`` is the dataset, a file or read-only.
     """
+    if out_dir is not None:
+        check_output_path(out_dir, kind="dir", inputs=[getattr(dataset, "path", None)])
     idx = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     missing = [n for n in posterior.param_names if n not in dataset.labels]
     if missing:
