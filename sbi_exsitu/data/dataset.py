@@ -140,13 +140,9 @@ class DatasetWriter:
             os.replace(self.path, self.partial)
             reopened_final = True
         if self.partial.exists() and not reopened_final and not _readable(self.partial):
-            # Killed before its first flush: nothing in it can be resumed, and
-            # keeping it would block every re-run.
-            warnings.warn(
-                f"{self.partial} is unreadable (the job was killed mid-write); "
-                "starting it again",
-                stacklevel=3,
-            )
+            # Killed before its first flush: nothing to resume, it would only block.
+            msg = f"{self.partial} is unreadable (killed mid-write); starting again"
+            warnings.warn(msg, stacklevel=3)
             self.partial.unlink()
         if self.partial.exists():
             try:
@@ -280,11 +276,9 @@ class DatasetWriter:
         h5.flush()
 
     def close(self, finalize: bool = True) -> Path:
-        """Close the file; with ``finalize`` rename the partial file to the target.
+        """Close; with ``finalize`` rename the partial file to the target.
 
-        A file without a single complete sample is deleted instead (finalized
-        or not): an empty dataset under the final name, or an empty
-        ``.partial``, would only block the corrected re-run.
+        A file without a complete sample is deleted: it would only block a re-run.
         """
         if getattr(self, "_lock", None) is None or self._lock._fd is None:
             return self.path if finalize else self.partial  # already closed
