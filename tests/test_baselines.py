@@ -22,6 +22,7 @@ from sbi_exsitu.baselines.run import (
 )
 from sbi_exsitu.data.dataset import DatasetWriter, MapDataset
 from sbi_exsitu.data.render import RenderConfig, RenderedViews
+from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.training.torchdata import MapBatches, target_array
 
 SIZE = 32
@@ -217,7 +218,8 @@ def test_early_stopping_restores_best_weights(
         assert _validation_loss(net, val, torch.device("cpu")) == pytest.approx(
             history["best_val"], rel=1e-5
         )
-    assert [h["seed"] for h in tiny_ensemble.config["history"]] == [3, 4]
+    expected = [derive_seed(3, "member", k) for k in range(2)]
+    assert [h["seed"] for h in tiny_ensemble.config["history"]] == expected
 
 
 def test_ensemble_api_shapes(toy: MapDataset, tiny_ensemble: MDNEnsemble) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import RES, write_toy_dataset
 
@@ -15,7 +16,7 @@ from sbi_exsitu.posteriors.estimator import (
     build_estimator,
     clamp_to_support,
 )
-from sbi_exsitu.training.loop import train_member
+from sbi_exsitu.training.loop import TrainingDivergedError, train_member
 from sbi_exsitu.training.torchdata import MapBatches, target_array
 
 
@@ -82,9 +83,20 @@ def test_augmentation_is_applied_to_training_batches_only(tmp_path) -> None:
     _, spec, est, train, val = _setup(tmp_path)
     seen = []
 
-    def augment(x: torch.Tensor) -> torch.Tensor:
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         seen.append(len(x))
         return torch.flip(x, dims=(-1,))
 
     train_member(est, train, val, TrainingSection(max_epochs=1), augment=augment)
     assert sum(seen) == len(train.indices)
+
+
+def test_a_diverging_member_raises_instead_of_saving_untrained_weights(
+    tmp_path,
+) -> None:
+    _, spec, est, train, val = _setup(tmp_path)
+    cfg = TrainingSection(max_epochs=3, learning_rate=1e4, clip_grad_norm=0.0)
+    with pytest.raises(
+        TrainingDivergedError, match="lower \\[training\\] learning_rate"
+    ):
+        train_member(est, train, val, cfg, prepare=lambda t: clamp_to_support(t, spec))

@@ -86,6 +86,7 @@ import numpy as np
 from sbi_exsitu.atomic import atomic_write_json, atomic_write_text
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.runs import RunDirectory
 from sbi_exsitu.schema import ConfigError
 from sbi_exsitu.studies.crosstest.data import (
     derive_channels,
@@ -162,10 +163,10 @@ def _train_cell(cell_cfg: ExperimentConfig, progress: bool) -> tuple[Any, bool]:
     from sbi_exsitu.posteriors import load_posterior
     from sbi_exsitu.training.fit import RunExistsError, fit
 
-    run_dir = cell_cfg.run_dir
-    stored = run_dir / "config.json"
-    if (run_dir / "model.json").is_file() and stored.is_file():
-        if json.loads(stored.read_text()) != json.loads(json.dumps(cell_cfg.to_dict())):
+    run = RunDirectory(cell_cfg.run_dir)
+    run_dir = run.path
+    if run.is_finished and run.config_file.is_file():
+        if not run.has_config(cell_cfg.to_dict()):
             raise RunExistsError(
                 f"{run_dir} was trained with another configuration; delete it or "
                 "change [run] name"
