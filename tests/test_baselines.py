@@ -236,6 +236,7 @@ def test_ensemble_api_shapes(toy: MapDataset, tiny_ensemble: MDNEnsemble) -> Non
         tiny_ensemble.mixture_dataset(toy, np.arange(5), batch_size=2).loc,
         mix.loc,
         rtol=1e-6,
+        atol=1e-6,  # float32 convolutions differ by ~1e-8 between batch sizes
     )
 
 

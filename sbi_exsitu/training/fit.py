@@ -73,8 +73,17 @@ def _augmentation(kind: str) -> Any:
     return random_d4
 
 
-def _prepare_run(cfg: ExperimentConfig, overwrite: bool) -> tuple[Any, Any, dict]:
-    """(run directory, dataset, splits) with config, render config and splits."""
+def prepare_run(
+    cfg: ExperimentConfig, overwrite: bool
+) -> tuple[RunDirectory, MapDataset, dict[str, np.ndarray]]:
+    """(run directory, dataset, splits); writes config, render config and splits.
+
+    Shared by the scalar and the map posterior.
+
+    Raises:
+        RunExistsError: the directory holds a run of another configuration.
+        ValueError: too few galaxies for a split by galaxy.
+    """
     dataset = MapDataset(cfg.train_path)
     run = RunDirectory(cfg.run_dir)
     run.prepare(cfg.to_dict(), overwrite)
@@ -95,7 +104,7 @@ def fit(
     overwrite: bool = False,
     progress: bool = True,
     evaluate: bool = True,
-    num_eval_samples: int = 1000,
+    num_eval_samples: int | None = None,
 ) -> FitResult:
     """Train an ensemble posterior on ``cfg.data.train``; evaluate on the test split.
 
@@ -104,8 +113,8 @@ def fit(
         overwrite: discard an existing run of another configuration.
         progress: per-epoch progress bars.
         evaluate: compute test metrics and plots (map runs too).
-        num_eval_samples: posterior draws per test observation (for map runs:
-            overrides ``[map] eval_samples``).
+        num_eval_samples: posterior draws per test observation (default 1000;
+            for map runs ``[map] eval_samples``).
 
     Returns:
         :class:`FitResult` with the run directory, posterior and metrics.
@@ -125,7 +134,7 @@ def fit(
         )
     configure_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
-    run, dataset, splits = _prepare_run(cfg, overwrite)
+    run, dataset, splits = prepare_run(cfg, overwrite)
     spec = spec_from_config(cfg, dataset.shape)
     t0 = time.perf_counter()
     estimators, histories = _train_members(
@@ -172,7 +181,7 @@ def fit(
             dataset,
             splits["test"],
             run.path,
-            num_samples=num_eval_samples,
+            num_samples=num_eval_samples or 1000,
             seed=cfg.run.seed,
             progress=progress,
         )

@@ -41,6 +41,7 @@ from sbi_exsitu.posteriors.map.noise import fit_shared_noise
 from sbi_exsitu.posteriors.map.posterior import MapPosterior
 from sbi_exsitu.runs import RunDirectory
 from sbi_exsitu.seeding import derive_seed
+from sbi_exsitu.training.fit import prepare_run
 from sbi_exsitu.training.loop import discard_checkpoint, train_loop
 
 __all__ = ["KLWarmup", "fit_map_posterior"]
@@ -263,22 +264,6 @@ def _build_models(
     return cvae, build_latent_flow(embedding_config, settings), embedding_config
 
 
-def _prepare_run(
-    cfg: ExperimentConfig, overwrite: bool
-) -> tuple[RunDirectory, MapDataset, dict[str, np.ndarray]]:
-    """(run directory, dataset, splits), with config, render config and splits."""
-    _ensure_dataset(cfg)
-    dataset = MapDataset(cfg.train_path)
-    run = RunDirectory(cfg.run_dir)
-    run.prepare(cfg.to_dict(), overwrite)
-    run.write_render_config(dataset.render_config.to_json())
-    splits = dataset.splits(seed=cfg.data.split_seed)
-    if min(len(v) for v in splits.values()) == 0:
-        raise ValueError(f"{dataset.path}: too few galaxies for a split by galaxy")
-    run.write_splits(splits, dataset.path, cfg.data.split_seed)
-    return run, dataset, splits
-
-
 def _read_arrays(
     dataset: MapDataset, train_idx: np.ndarray, val_idx: np.ndarray
 ) -> tuple[_Arrays, _Arrays]:
@@ -367,7 +352,8 @@ def fit_map_posterior(
         warnings.warn(
             "the map posterior trains on CPU tensors; device ignored", stacklevel=2
         )
-    run, dataset, splits = _prepare_run(cfg, overwrite)
+    _ensure_dataset(cfg)
+    run, dataset, splits = prepare_run(cfg, overwrite)
     train_idx = subsample(splits["train"], settings.max_train, cfg.run.seed)
     train, val = _read_arrays(dataset, train_idx, splits["validation"])
     cvae, flow, embedding_config = _build_models(cfg, settings, dataset.shape)

@@ -86,7 +86,7 @@ import numpy as np
 from sbi_exsitu.atomic import atomic_write_json, atomic_write_text
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.data.dataset import MapDataset
-from sbi_exsitu.runs import RunDirectory
+from sbi_exsitu.runs import CONFIG_FILE, RunDirectory
 from sbi_exsitu.schema import ConfigError
 from sbi_exsitu.studies.crosstest.data import (
     derive_channels,
@@ -296,7 +296,7 @@ def crosstest(
     root = Path(out_dir) if out_dir is not None else cfg.run_dir
     for sub in ("data", "cells", "figures"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "config.json", cfg.to_dict())
+    atomic_write_json(root / CONFIG_FILE, cfg.to_dict())
     say = print if progress else (lambda *a, **k: None)
     configure_threads(cfg.run.threads)
     t_start = time.perf_counter()
