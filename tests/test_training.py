@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import RES, write_toy_dataset
 
@@ -15,7 +16,7 @@ from sbi_exsitu.posteriors.estimator import (
     build_estimator,
     clamp_to_support,
 )
-from sbi_exsitu.training.loop import train_member
+from sbi_exsitu.training.loop import TrainingDivergedError, train_member
 from sbi_exsitu.training.torchdata import MapBatches, target_array
 
 
@@ -82,9 +83,78 @@ def test_augmentation_is_applied_to_training_batches_only(tmp_path) -> None:
     _, spec, est, train, val = _setup(tmp_path)
     seen = []
 
-    def augment(x: torch.Tensor) -> torch.Tensor:
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         seen.append(len(x))
         return torch.flip(x, dims=(-1,))
 
     train_member(est, train, val, TrainingSection(max_epochs=1), augment=augment)
     assert sum(seen) == len(train.indices)
+
+
+def test_a_diverging_member_raises_instead_of_saving_untrained_weights(
+    tmp_path,
+) -> None:
+    _, spec, est, train, val = _setup(tmp_path)
+    cfg = TrainingSection(max_epochs=3)
+    with pytest.raises(
+        TrainingDivergedError, match=r"lower \[training\] learning_rate"
+    ):
+        train_member(est, train, val, cfg, prepare=lambda t: t * float("nan"))
+
+
+def test_a_diverging_fit_fails_and_writes_no_model(tmp_path, monkeypatch) -> None:
+    from conftest import toy_experiment
+
+    import sbi_exsitu.training.fit as fit_module
+    from sbi_exsitu.runs import RunDirectory
+
+    # A NaN loss, as a much too large learning rate gives on the real problem.
+    monkeypatch.setattr(fit_module, "clamp_to_support", lambda t, s: t * float("nan"))
+    data = write_toy_dataset(tmp_path / "d.h5", 60, seed=2)
+    cfg = toy_experiment(tmp_path, data)
+    with pytest.raises(TrainingDivergedError, match="member 1/1.*epoch 0"):
+        fit_module.fit(cfg, progress=False, evaluate=False)
+    run = RunDirectory(cfg.run_dir)
+    assert not run.is_finished and not run.weights("member_0").exists()
+
+
+def test_map_fit_without_evaluation_writes_no_test_metrics(tmp_path) -> None:
+    import dataclasses
+
+    from test_map_posterior import _config
+
+    from sbi_exsitu.runs import RunDirectory
+    from sbi_exsitu.training.fit import fit
+
+    data = write_toy_dataset(tmp_path / "toy.h5", n_galaxies=30, seed=3)
+    cfg = _config(tmp_path, data)
+    cfg = dataclasses.replace(
+        cfg,
+        training=dataclasses.replace(cfg.training, max_epochs=2, min_epochs=0),
+        extra={"map": {**cfg.extra["map"], "flow_epochs": 2, "shared_noise": False}},
+    )
+    result = fit(cfg, progress=False, evaluate=False)
+    assert "test" not in result.metrics and "calibration" not in result.metrics
+    run = RunDirectory(result.run_dir)
+    assert run.is_finished and not (run / "map_panels.png").exists()
+    history = run.read_json("history.json")
+    assert len(history["cvae"]["train_loss"]) == len(history["flow"]["val_loss"]) == 2
+    # The finished cVAE stage left no checkpoint behind.
+    assert not run.checkpoint("cvae").with_suffix(".pt").exists()
+
+
+def test_kl_warmup_schedule() -> None:
+    from types import SimpleNamespace
+
+    from sbi_exsitu.training.map import KLWarmup
+
+    cvae = SimpleNamespace(condition_scale=1.0)
+    warm = KLWarmup(cvae, 3)  # type: ignore[arg-type]
+    seen = []
+    for epoch in range(5):
+        warm.train(epoch)
+        seen.append((warm.kl_scale, cvae.condition_scale))
+        warm.validate()
+        assert (warm.kl_scale, cvae.condition_scale) == (1.0, 1.0)
+    assert [s[0] for s in seen] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert [s[1] for s in seen] == [0.0, 0.0, 0.0, 1.0, 1.0]

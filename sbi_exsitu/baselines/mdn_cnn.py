@@ -7,11 +7,10 @@ with equal weights. Split out of :mod:`sbi_exsitu.baselines.run`, which re-expor
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,9 @@ from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
 from sbi_exsitu.device import resolve_device
 from sbi_exsitu.embeddings.paper_cnn import PaperCNN
+from sbi_exsitu.runs import load_state_dict, save_state_dict
+from sbi_exsitu.seeding import derive_seed
+from sbi_exsitu.training.loop import train_loop
 from sbi_exsitu.training.torchdata import MapBatches, target_array
 
 __all__ = ["GaussianMixture", "MDNNet", "MDNEnsemble", "random_flips", "fit_mdn_cnn"]
@@ -206,7 +208,7 @@ class MDNEnsemble:
             **self.config,
         }
         for name, state in self.state_dict().items():
-            torch.save(state, directory / f"{name}.pt")
+            save_state_dict(directory / f"{name}.pt", state)
         # JSON last: its presence marks a complete save.
         (directory / _CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         return directory
@@ -229,8 +231,7 @@ class MDNEnsemble:
         for k in range(meta["ensemble_size"]):
             net = _build_net(meta)
             path = directory / f"member_{k}.pt"
-            state = torch.load(path, map_location=dev, weights_only=True)
-            net.load_state_dict(state)
+            net.load_state_dict(load_state_dict(path, dev, f"member {k} weights"))
             members.append(net.to(dev))
         config = {
             key: v
@@ -261,6 +262,32 @@ def _validation_loss(net: MDNNet, loader: MapBatches, device: torch.device) -> f
     return total / count
 
 
+def _nll(device: torch.device) -> Any:
+    """The loss of :func:`train_loop`: per-map negative log-likelihood."""
+
+    def loss(net: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        loc, scale = net(x.to(device))
+        return -torch.distributions.Normal(loc, scale).log_prob(y[:, 0].to(device))
+
+    return loss
+
+
+def _member_batches(
+    train: MapBatches, device: torch.device, flips: bool, seed: int
+) -> Any:
+    """``epoch -> batches`` with random flips seeded by ``(seed, epoch)``."""
+
+    def batches(epoch: int) -> Any:
+        train.epoch = epoch
+        gen = torch.Generator().manual_seed(derive_seed(seed, "flips", epoch))
+        for x, y in train:
+            x = x.to(device)
+            yield (random_flips(x, gen) if flips else x), y
+
+    return batches
+
+
 def fit_mdn_cnn(
     dataset: MapDataset,
     train_idx: np.ndarray,
@@ -281,8 +308,10 @@ def fit_mdn_cnn(
 ) -> MDNEnsemble:
     """Train the paper's MDN-CNN ensemble on f_ex.
 
-    Member ``k`` is seeded with ``seed + k`` (weights, dropout, shuffling, flips);
-    the caller's global torch random state is left untouched.
+    Member ``k`` is seeded with ``derive_seed(seed, "member", k)`` (weights,
+    dropout, shuffling, flips); the caller's global torch random state is left
+    untouched. Training is :func:`sbi_exsitu.training.loop.train_loop` (no weight
+    decay, no gradient clipping, no minimum number of epochs, as in the paper).
 
     Args:
         dataset: maps and labels.
@@ -305,8 +334,6 @@ def fit_mdn_cnn(
     Returns:
         The trained ensemble; ``config["history"]`` holds per-member losses.
     """
-    from tqdm.auto import tqdm
-
     if len(val_idx) == 0:
         raise ValueError("early stopping needs a non-empty validation split")
     dev = resolve_device(device)
@@ -343,55 +370,39 @@ def fit_mdn_cnn(
     val = MapBatches(
         dataset, val_idx, target_array(dataset, ["f_ex"], val_idx), batch_size=256
     )
+    settings = SimpleNamespace(
+        learning_rate=lr,
+        weight_decay=0.0,
+        max_epochs=max_epochs,
+        patience=patience,
+        min_epochs=0,
+        clip_grad_norm=None,  # the paper's Keras setup does not clip
+    )
     members = []
     for k in range(ensemble_size):
-        member_seed = seed + k
-        train.seed, train.epoch = member_seed, 0  # reuse the in-memory cache
-        flip_rng = torch.Generator().manual_seed(member_seed)
+        member_seed = derive_seed(seed, "member", k)
+        train.seed = member_seed  # reuse the in-memory cache
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(member_seed)
             net = _build_net(config).to(dev)
-            opt = torch.optim.Adam(net.parameters(), lr=lr)
-            best, best_state, best_epoch, wait = math.inf, None, -1, 0
-            history: dict[str, Any] = {"seed": member_seed, "train": [], "val": []}
-            bar = tqdm(
-                range(max_epochs),
-                desc=f"MDN-CNN {k + 1}/{ensemble_size}",
-                disable=not progress,
-                leave=False,
+            hist = train_loop(
+                net,
+                _nll(dev),
+                _member_batches(train, dev, flips, member_seed),
+                val,
+                settings,
+                seed=member_seed,
+                name=f"MDN-CNN {k + 1}/{ensemble_size}",
+                progress=progress,
             )
-            for epoch in bar:
-                net.train()
-                total, count = 0.0, 0
-                for x, y in train:
-                    x = x.to(dev)
-                    if flips:
-                        x = random_flips(x, flip_rng)
-                    loss = net.loss(x, y[:, 0].to(dev))
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(x)
-                    count += len(x)
-                val_loss = _validation_loss(net, val, dev)
-                history["train"].append(total / count)
-                history["val"].append(val_loss)
-                bar.set_postfix(val=f"{val_loss:.3f}")
-                if val_loss < best:
-                    best, best_epoch, wait = val_loss, epoch, 0
-                    best_state = copy.deepcopy(net.state_dict())
-                else:
-                    wait += 1
-                    if wait >= patience:
-                        break
-            bar.close()
-        if best_state is None:
-            raise FloatingPointError(
-                f"MDN-CNN member {k}: the validation loss was never finite "
-                f"({history['val'][:3]}...); check the maps for NaN or lower lr"
-            )
-        net.load_state_dict(best_state)
-        history |= {"best_epoch": best_epoch, "best_val": best}
-        config["history"].append(history)
+        config["history"].append(
+            {
+                "seed": member_seed,
+                "train": hist.train_loss,
+                "val": hist.val_loss,
+                "best_epoch": hist.best_epoch,
+                "best_val": hist.best_val,
+            }
+        )
         members.append(net.eval())
     return MDNEnsemble(members, config)

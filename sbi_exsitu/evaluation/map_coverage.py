@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 from sbi_exsitu.atomic import atomic_write_json, check_output_path  # noqa: E402
 from sbi_exsitu.data.dataset import MapDataset  # noqa: E402
 from sbi_exsitu.figures import save_figure  # noqa: E402
+from sbi_exsitu.seeding import derive_seed
 
 __all__ = [
     "COVERAGE_LEVELS",
@@ -229,7 +230,9 @@ def map_calibration(
         idx = indices[start : start + batch_size]
         x, y, m = dataset.maps(idx), dataset.exsitu(idx), dataset.mask(idx)
         if samples is None:
-            s = post.sample(x, num_samples, seed=seed + start, mask=m)
+            s = post.sample(
+                x, num_samples, seed=derive_seed(seed, "batch", start), mask=m
+            )
         else:
             s = samples[start : start + len(idx)]
         hits += _pixel_hits(s, y, m, levels)

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from sbi_exsitu.data.dataset import MapDataset  # noqa: E402
 from sbi_exsitu.figures import save_figure  # noqa: E402
+from sbi_exsitu.seeding import derive_seed
 
 __all__ = [
     "evaluate_map_posterior",
@@ -90,7 +91,7 @@ def evaluate_map_posterior(
             s = post.sample(
                 x[sl],
                 num_samples,
-                seed=seed + start,
+                seed=derive_seed(seed, "batch", start),
                 mask=mask[sl],
                 method=method,
                 exsitu=truth[sl],

@@ -62,6 +62,7 @@ import torch
 
 from sbi_exsitu.atomic import atomic_save, atomic_write_json
 from sbi_exsitu.data.dataset import MapDataset, subsample
+from sbi_exsitu.runs import RunDirectory
 
 __all__ = [
     "DETECTOR_DIR",
@@ -310,10 +311,10 @@ class MisspecificationDetector:
         run_dir = Path(run_dir if run_dir is not None else posterior.run_dir)
         if (run_dir / DETECTOR_DIR / "detector.json").is_file():
             return cls.load(run_dir)
-        splits_file = run_dir / "splits.json"
-        if not splits_file.is_file():
-            raise FileNotFoundError(f"{splits_file}: needed to fit the detector")
-        splits = json.loads(splits_file.read_text())
+        run = RunDirectory(run_dir)
+        if not run.splits_file.is_file():
+            raise FileNotFoundError(f"{run.splits_file}: needed to fit the detector")
+        splits = run.read_splits()
         with MapDataset(splits["dataset"], expect_config=posterior.render_config) as ds:
             det = cls.fit(
                 posterior,

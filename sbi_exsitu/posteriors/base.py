@@ -90,7 +90,7 @@ class Posterior(ABC):
                 "this posterior has no run directory with splits.json; pass a test "
                 "dataset explicitly (--data TEST.h5)"
             )
-        splits = run.read_json(run.splits_file.name)
+        splits = run.read_splits()
         path = Path(splits["dataset"])
         if not path.is_file():
             raise FileNotFoundError(

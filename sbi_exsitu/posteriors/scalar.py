@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -30,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from sbi_exsitu.atomic import atomic_save, atomic_write_json
 from sbi_exsitu.data.compatibility import (
     RenderConfigMismatch,
     as_observation_maps,
@@ -312,14 +310,10 @@ class ExSituPosterior(Posterior):
     def save(self, run_dir: str | Path) -> Path:
         """Write ``model.json`` and a ``weights/member_k.pt`` state_dict per member."""
         run_dir = Path(run_dir)
+        run = RunDirectory(run_dir)
         for k, est in enumerate(self.estimators):
-            state = {key: v.detach().cpu() for key, v in est.state_dict().items()}
-            atomic_save(
-                RunDirectory(run_dir).weights(f"member_{k}"),
-                lambda p, s=state: torch.save(s, p),
-            )
-        atomic_write_json(
-            RunDirectory(run_dir).model_file,
+            run.save_weights(f"member_{k}", est.state_dict())
+        run.write_model(
             {
                 "format": 1,
                 "kind": self.kind,
@@ -342,27 +336,18 @@ class ExSituPosterior(Posterior):
         Raises:
             FileNotFoundError: the run has no ``model.json`` (not trained, or
                 training was interrupted: re-run ``fit`` to resume).
+            StateFileError: a weights file is missing or truncated.
         """
         run_dir = Path(run_dir)
-        model_file = RunDirectory(run_dir).model_file
-        if not model_file.is_file():
-            raise FileNotFoundError(
-                f"{model_file} not found: '{run_dir}' is not a finished run "
-                "(run or resume `sbi-exsitu fit CONFIG`)"
-            )
-        meta = json.loads(model_file.read_text())
+        run = RunDirectory(run_dir)
+        meta = run.read_model()
         spec = EstimatorSpec.from_dict(meta["spec"])
         render_config = RenderConfig.from_dict(meta["render_config"])
         dev = resolve_device(device)
         estimators = []
         for k in range(int(meta["ensemble_size"])):
-            path = RunDirectory(run_dir).weights(f"member_{k}")
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path}: weights of ensemble member {k} missing"
-                )
             est = build_estimator(spec)
-            est.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
+            est.load_state_dict(run.load_weights(f"member_{k}", map_location=dev))
             estimators.append(est)
         return cls(
             estimators,

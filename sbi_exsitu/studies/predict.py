@@ -17,6 +17,7 @@ import numpy as np
 
 from sbi_exsitu.atomic import check_output_path
 from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.tables import TABLE_SUFFIXES, write_table
 
 __all__ = ["predict"]
@@ -95,7 +96,7 @@ def predict(
                 unit="batch",
             )
         for i, (_, x) in enumerate(batches):
-            s = post.sample(x, num_samples, seed=seed + i)
+            s = post.sample(x, num_samples, seed=derive_seed(seed, "batch", i))
             flags = {} if detector is None else {"misspecification": detector}
             summary = post.summarize(x, samples=s, **flags)
             summaries.append(summary.to_columns())

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sbi_exsitu.atomic import atomic_write_json, atomic_write_text
+from sbi_exsitu.atomic import atomic_write_json
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.device import configure_threads, resolve_device
@@ -38,7 +38,8 @@ from sbi_exsitu.posteriors.estimator import (
 )
 from sbi_exsitu.posteriors.scalar import ExSituPosterior
 from sbi_exsitu.runs import RunDirectory, RunExistsError
-from sbi_exsitu.training.loop import train_member
+from sbi_exsitu.seeding import derive_seed
+from sbi_exsitu.training.loop import discard_checkpoint, train_member
 from sbi_exsitu.training.plots import plot_predictions, plot_training_curves
 from sbi_exsitu.training.result import FitResult
 from sbi_exsitu.training.torchdata import MapBatches, target_array
@@ -64,13 +65,37 @@ def spec_from_config(
     )
 
 
-def _augmentation(kind: str, seed: int) -> Any:
+def _augmentation(kind: str) -> Any:
     if kind == "none":
         return None
     from sbi_exsitu.embeddings import random_d4
 
-    generator = torch.Generator().manual_seed(seed)
-    return lambda x: random_d4(x, generator)
+    return random_d4
+
+
+def prepare_run(
+    cfg: ExperimentConfig, overwrite: bool
+) -> tuple[RunDirectory, MapDataset, dict[str, np.ndarray]]:
+    """(run directory, dataset, splits); writes config, render config and splits.
+
+    Shared by the scalar and the map posterior.
+
+    Raises:
+        RunExistsError: the directory holds a run of another configuration.
+        ValueError: too few galaxies for a split by galaxy.
+    """
+    dataset = MapDataset(cfg.train_path)
+    run = RunDirectory(cfg.run_dir)
+    run.prepare(cfg.to_dict(), overwrite)
+    run.write_render_config(dataset.render_config.to_json())
+    splits = dataset.splits(seed=cfg.data.split_seed)
+    if min(len(v) for v in splits.values()) == 0:
+        raise ValueError(
+            f"{dataset.path}: {len(np.unique(dataset.labels['galaxy_id']))} galaxies "
+            "are too few for a train/validation/test split by galaxy"
+        )
+    run.write_splits(splits, dataset.path, cfg.data.split_seed)
+    return run, dataset, splits
 
 
 def fit(
@@ -79,7 +104,7 @@ def fit(
     overwrite: bool = False,
     progress: bool = True,
     evaluate: bool = True,
-    num_eval_samples: int = 1000,
+    num_eval_samples: int | None = None,
 ) -> FitResult:
     """Train an ensemble posterior on ``cfg.data.train``; evaluate on the test split.
 
@@ -87,118 +112,40 @@ def fit(
         cfg: the experiment.
         overwrite: discard an existing run of another configuration.
         progress: per-epoch progress bars.
-        evaluate: compute test metrics and plots.
-        num_eval_samples: posterior draws per test observation.
+        evaluate: compute test metrics and plots (map runs too).
+        num_eval_samples: posterior draws per test observation (default 1000;
+            for map runs ``[map] eval_samples``).
 
     Returns:
         :class:`FitResult` with the run directory, posterior and metrics.
+
+    Raises:
+        TrainingDivergedError: a loss became NaN or infinite.
     """
     if cfg.posterior.kind != "scalar":
         from sbi_exsitu.training.map import fit_map_posterior
 
-        return fit_map_posterior(cfg, overwrite=overwrite, progress=progress)
+        return fit_map_posterior(
+            cfg,
+            overwrite=overwrite,
+            progress=progress,
+            evaluate=evaluate,
+            num_eval_samples=num_eval_samples,
+        )
     configure_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
-    dataset = MapDataset(cfg.train_path)
-    run_dir = RunDirectory(cfg.run_dir).prepare(cfg.to_dict(), overwrite)
-    atomic_write_text(run_dir / "render_config.json", dataset.render_config.to_json())
-    splits = dataset.splits(seed=cfg.data.split_seed)
-    if min(len(v) for v in splits.values()) == 0:
-        raise ValueError(
-            f"{dataset.path}: {len(np.unique(dataset.labels['galaxy_id']))} galaxies "
-            "are too few for a train/validation/test split by galaxy"
-        )
-    atomic_write_json(
-        run_dir / "splits.json",
-        {k: v.tolist() for k, v in splits.items()}
-        | {"dataset": str(dataset.path), "seed": cfg.data.split_seed},
-    )
-    targets = list(cfg.posterior.targets)
-    theta_train = target_array(dataset, targets, splits["train"])
-    theta_val = target_array(dataset, targets, splits["validation"])
+    run, dataset, splits = prepare_run(cfg, overwrite)
     spec = spec_from_config(cfg, dataset.shape)
-    bs = cfg.training.batch_size
-    train = MapBatches(
-        dataset,
-        splits["train"],
-        theta_train,
-        batch_size=bs,
-        shuffle=True,
-        seed=cfg.run.seed,
-        memory_limit_gb=cfg.data.memory_limit_gb,
-    )
-    val = MapBatches(
-        dataset,
-        splits["validation"],
-        theta_val,
-        batch_size=bs,
-        memory_limit_gb=cfg.data.memory_limit_gb,
-    )
-    n_init = min(512, len(splits["train"]))
-    x_init = torch.from_numpy(dataset.maps(splits["train"][:n_init]))
-    th_init = torch.from_numpy(theta_train[:n_init])
-
-    estimators, histories = [], []
     t0 = time.perf_counter()
-    for k in range(cfg.posterior.ensemble_size):
-        weights = run_dir / "weights" / f"member_{k}.pt"
-        hist_file = run_dir / "checkpoints" / f"member_{k}.history.json"
-        torch.manual_seed(cfg.run.seed * 1000 + k)
-        est = build_estimator(spec, th_init, x_init)
-        if weights.exists() and hist_file.exists():
-            est.load_state_dict(torch.load(weights, weights_only=True))
-            estimators.append(est.eval())
-            histories.append(json.loads(hist_file.read_text()))
-            continue
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=cfg.training.max_epochs,
-                desc=f"member {k + 1}/{cfg.posterior.ensemble_size}",
-                unit="epoch",
-            )
-
-        def on_epoch(epoch: int, h: Any, bar: Any = bar) -> None:
-            if bar is not None:
-                bar.n = epoch + 1
-                bar.set_postfix(
-                    train=f"{h.train_loss[-1]:.3f}",
-                    val=f"{h.val_loss[-1]:.3f}",
-                    best=h.best_epoch,
-                )
-                bar.refresh()
-
-        history = train_member(
-            est,
-            train,
-            val,
-            cfg.training,
-            device=device,
-            checkpoint=run_dir / "checkpoints" / f"member_{k}",
-            prepare=lambda t: clamp_to_support(t, spec),
-            augment=_augmentation(cfg.training.augment, cfg.run.seed * 1000 + k),
-            seed=cfg.run.seed * 1000 + k,
-            on_epoch=on_epoch,
-        )
-        if bar is not None:
-            bar.close()
-        state = {key: v.detach().cpu() for key, v in est.state_dict().items()}
-        from sbi_exsitu.atomic import atomic_save
-
-        atomic_save(weights, lambda p, s=state: torch.save(s, p))
-        atomic_write_json(hist_file, history.to_dict())
-        for suffix in (".pt", ".json"):
-            (run_dir / "checkpoints" / f"member_{k}{suffix}").unlink(missing_ok=True)
-        estimators.append(est.eval())
-        histories.append(history.to_dict())
+    estimators, histories = _train_members(
+        cfg, run, dataset, splits, spec, device, progress
+    )
     # Training time of the members as recorded when they trained, so a resumed
     # run reports the real cost, not the seconds spent loading finished members.
     train_seconds = float(sum(h.get("seconds", 0.0) for h in histories))
     wall_seconds = time.perf_counter() - t0
-    atomic_write_json(run_dir / "history.json", histories)
-    save_figure(plot_training_curves(histories), run_dir / "training_curves.png")
+    run.write_history(histories)
+    save_figure(plot_training_curves(histories), run / "training_curves.png")
 
     posterior = ExSituPosterior(
         estimators,
@@ -211,9 +158,9 @@ def fit(
             "n_train": len(splits["train"]),
         },
     )
-    posterior.save(run_dir)
+    posterior.save(run.path)
     metrics: dict[str, Any] = {
-        "targets": targets,
+        "targets": list(cfg.posterior.targets),
         "n_train": len(splits["train"]),
         "n_validation": len(splits["validation"]),
         "n_test": len(splits["test"]),
@@ -233,13 +180,77 @@ def fit(
             posterior,
             dataset,
             splits["test"],
-            run_dir,
-            num_samples=num_eval_samples,
+            run.path,
+            num_samples=num_eval_samples or 1000,
             seed=cfg.run.seed,
             progress=progress,
         )
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    return FitResult(run_dir=run_dir, posterior=posterior, metrics=metrics)
+    run.write_metrics(metrics)
+    return FitResult(run_dir=run.path, posterior=posterior, metrics=metrics)
+
+
+def _train_members(
+    cfg: ExperimentConfig,
+    run: RunDirectory,
+    dataset: MapDataset,
+    splits: dict[str, np.ndarray],
+    spec: EstimatorSpec,
+    device: torch.device,
+    progress: bool,
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Train (or load finished) ensemble members: (estimators, histories)."""
+    targets = list(cfg.posterior.targets)
+    theta_train = target_array(dataset, targets, splits["train"])
+    theta_val = target_array(dataset, targets, splits["validation"])
+    bs, limit = cfg.training.batch_size, cfg.data.memory_limit_gb
+    train = MapBatches(
+        dataset,
+        splits["train"],
+        theta_train,
+        batch_size=bs,
+        shuffle=True,
+        memory_limit_gb=limit,
+    )
+    val = MapBatches(
+        dataset, splits["validation"], theta_val, batch_size=bs, memory_limit_gb=limit
+    )
+    n_init = min(512, len(splits["train"]))
+    x_init = torch.from_numpy(dataset.maps(splits["train"][:n_init]))
+    th_init = torch.from_numpy(theta_train[:n_init])
+    estimators, histories = [], []
+    n = cfg.posterior.ensemble_size
+    for k in range(n):
+        name = f"member_{k}"
+        member_seed = derive_seed(cfg.run.seed, "member", k)
+        hist_file = run.checkpoint(name).with_suffix(".history.json")
+        torch.manual_seed(member_seed)
+        est = build_estimator(spec, th_init, x_init)
+        if run.weights(name).exists() and hist_file.exists():
+            est.load_state_dict(run.load_weights(name))
+            estimators.append(est.eval())
+            histories.append(json.loads(hist_file.read_text()))
+            continue
+        train.seed = member_seed
+        history = train_member(
+            est,
+            train,
+            val,
+            cfg.training,
+            device=device,
+            checkpoint=run.checkpoint(name),
+            prepare=lambda t: clamp_to_support(t, spec),
+            augment=_augmentation(cfg.training.augment),
+            seed=member_seed,
+            name=f"member {k + 1}/{n}",
+            progress=progress,
+        )
+        history.require_trained(f"{run.path}: ensemble member {k}")
+        run.save_weights(name, est.state_dict())
+        atomic_write_json(hist_file, history.to_dict())
+        discard_checkpoint(run.checkpoint(name))
+        estimators.append(est.eval())
+        histories.append(history.to_dict())
+    return estimators, histories
 
 
 def evaluate_posterior(

@@ -1,15 +1,30 @@
-"""Train one sbi posterior estimator on an HDF5 dataset, resumably.
+"""The one training loop: Adam, early stopping, checkpoints, divergence check.
 
-sbi's ``NPE.train`` keeps all simulations in memory as a ``TensorDataset``; the
-paper-size dataset (24,000 maps of 5x128x128, 7.9 GB) wants streaming, so this
-module runs the loop itself on the estimator's public ``loss`` method, as
-shared/SBI_NOTES.md describes: Adam, gradient clipping, early stopping on the
-galaxy-grouped validation split with the best weights restored.
+Every trainer of the package (the scalar posterior's ensemble members, the map
+posterior's cVAE and latent flow, the MDN-CNN baseline) runs :func:`train_loop`
+with its own loss function ``loss_fn(model, batch) -> losses``. The loop owns
+what they share, as shared/SBI_NOTES.md describes: Adam (with
+``weight_decay``), gradient clipping, early stopping on the validation loss
+after ``min_epochs`` with the best weights restored, a per-epoch checkpoint
+that a restarted job resumes from, an optional progress bar, and a refusal to
+go on once a loss is NaN or infinite (:class:`TrainingDivergedError`).
 
-After every epoch a checkpoint (weights, optimiser, best weights, history) is
-written atomically; :func:`train_member` picks it up and continues when the job
-is restarted. Dropout randomness after a resume differs from an uninterrupted
-run; the data order does not (it is seeded by ``seed + epoch``).
+Randomness is a function of ``(seed, epoch)`` alone: the global torch generator
+is reseeded at the start of every epoch and the batches of an epoch come from
+``train(epoch)``, so a run resumed from a checkpoint ends with the same weights
+as an uninterrupted one.
+
+Example:
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> net = torch.nn.Linear(1, 1)
+    >>> data = [(torch.ones(8, 1), torch.full((8, 1), 2.0))]
+    >>> settings = SimpleNamespace(learning_rate=0.1, max_epochs=5, patience=2,
+    ...     min_epochs=0, weight_decay=0.0, clip_grad_norm=5.0)
+    >>> hist = train_loop(net, lambda m, b: ((m(b[0]) - b[1]) ** 2).sum(1),
+    ...                   lambda epoch: data, data, settings)
+    >>> len(hist.train_loss), hist.best_epoch >= 0
+    (5, True)
 """
 
 from __future__ import annotations
@@ -18,17 +33,53 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
-from sbi_exsitu.atomic import atomic_save, atomic_write_json
-from sbi_exsitu.config.experiment import TrainingSection
-from sbi_exsitu.training.torchdata import MapBatches
+from sbi_exsitu.atomic import atomic_write_json
+from sbi_exsitu.runs import load_state_dict, save_state_dict
+from sbi_exsitu.seeding import derive_seed
 
-__all__ = ["TrainingHistory", "train_member"]
+__all__ = [
+    "discard_checkpoint",
+    "EpochSchedule",
+    "LoopSettings",
+    "TrainingDivergedError",
+    "TrainingHistory",
+    "train_loop",
+    "train_member",
+]
+
+LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+
+
+class TrainingDivergedError(ValueError):
+    """A training or validation loss became NaN or infinite."""
+
+
+class LoopSettings(Protocol):
+    """The fields of :class:`sbi_exsitu.config.experiment.TrainingSection` used."""
+
+    learning_rate: float
+    weight_decay: float
+    max_epochs: int
+    patience: int
+    min_epochs: int
+    clip_grad_norm: float | None
+
+
+class EpochSchedule(Protocol):
+    """Per-epoch changes of the objective (e.g. a KL warm-up)."""
+
+    def train(self, epoch: int) -> None:
+        """Called before the training pass of ``epoch``."""
+
+    def validate(self) -> None:
+        """Called before every validation pass (the full, comparable objective)."""
 
 
 @dataclass
@@ -50,115 +101,275 @@ class TrainingHistory:
     def from_dict(cls, data: dict) -> TrainingHistory:
         return cls(**data)
 
+    def require_trained(self, name: str) -> None:
+        """Refuse weights that never had a best validation epoch.
 
-def _mean_loss(
-    estimator: torch.nn.Module,
-    loader: MapBatches,
-    device: torch.device,
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-) -> float:
-    estimator.eval()
+        Raises:
+            TrainingDivergedError: ``best_epoch`` is -1.
+        """
+        if self.best_epoch < 0:
+            raise TrainingDivergedError(
+                f"{name}: no epoch reached a finite validation loss "
+                f"(val_loss {self.val_loss[:3]}); refusing to save untrained "
+                "weights; lower [training] learning_rate"
+            )
+
+
+def _check_finite(value: float, name: str, epoch: int, which: str) -> None:
+    if not math.isfinite(value):
+        raise TrainingDivergedError(
+            f"{name}: the {which} loss is {value} at epoch {epoch}: training "
+            "diverged; lower [training] learning_rate (or check the data for NaN)"
+        )
+
+
+def _summed(losses: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+    """(mean to minimise, sum as float, count) of per-sample or scalar losses."""
+    flat = losses.reshape(-1)
+    return flat.mean(), float(flat.detach().sum()), flat.numel()
+
+
+def _validate(model: torch.nn.Module, loss_fn: LossFn, batches: Iterable[Any]) -> float:
+    model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for x, theta in loader:
-            loss = estimator.loss(prepare(theta).to(device), condition=x.to(device))
-            total += float(loss.sum())
-            count += len(loss)
+        for batch in batches:
+            _, s, n = _summed(loss_fn(model, batch))
+            total, count = total + s, count + n
     return total / max(count, 1)
 
 
-def train_member(
-    estimator: torch.nn.Module,
-    train: MapBatches,
-    validation: MapBatches,
-    config: TrainingSection,
+class _Checkpoint:
+    """``<stem>.pt`` (model, optimiser, best weights) and ``<stem>.json`` (history)."""
+
+    def __init__(self, stem: Path | None) -> None:
+        self.pt = None if stem is None else stem.with_suffix(".pt")
+        self.json = None if stem is None else stem.with_suffix(".json")
+
+    def load(self, model: Any, optimiser: Any) -> tuple[TrainingHistory, Any] | None:
+        if self.pt is None or self.json is None:
+            return None
+        if not (self.pt.is_file() and self.json.is_file()):
+            return None
+        device = next(model.parameters()).device
+        state = load_state_dict(self.pt, map_location=device, what="checkpoint")
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        history = TrainingHistory.from_dict(json.loads(self.json.read_text()))
+        return history, state["best"]
+
+    def save(self, model: Any, optimiser: Any, best: Any, history: Any) -> None:
+        if self.pt is None or self.json is None:
+            return
+        payload = {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "best": best,
+        }
+        save_state_dict(self.pt, payload)
+        atomic_write_json(self.json, history.to_dict())
+
+    def remove(self) -> None:
+        for path in (self.pt, self.json):
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+
+def _epoch(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    batches: Iterable[Any],
+    optimiser: torch.optim.Optimizer,
+    clip: float | None,
+    name: str,
+    epoch: int,
+) -> float:
+    """One training pass; the mean loss per sample."""
+    model.train()
+    params = [p for g in optimiser.param_groups for p in g["params"]]
+    total, count = 0.0, 0
+    for batch in batches:
+        mean, s, n = _summed(loss_fn(model, batch))
+        _check_finite(s, name, epoch, "training")
+        optimiser.zero_grad(set_to_none=True)
+        mean.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        optimiser.step()
+        total, count = total + s, count + n
+    return total / max(count, 1)
+
+
+def train_loop(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    train: Callable[[int], Iterable[Any]],
+    validation: Callable[[], Iterable[Any]] | Iterable[Any],
+    settings: LoopSettings,
     *,
     checkpoint: Path | None = None,
-    device: torch.device = torch.device("cpu"),
-    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     seed: int = 0,
+    name: str = "model",
+    schedule: EpochSchedule | None = None,
+    progress: bool = False,
     on_epoch: Callable[[int, TrainingHistory], None] | None = None,
 ) -> TrainingHistory:
-    """Fit ``estimator`` by minimising ``estimator.loss`` (the negative log posterior).
+    """Minimise ``loss_fn`` over ``model``'s parameters with early stopping.
 
     Args:
-        estimator: an sbi density estimator (trained in place; the best weights by
-            validation loss are loaded at the end).
-        train, validation: batches of ``(maps, theta)``.
-        config: optimisation and early-stopping settings.
-        checkpoint: file prefix for resumable checkpoints (``.pt`` + ``.json``).
-        device: where to train.
-        prepare: applied to every theta batch (e.g. clamping into the support).
-        augment: applied to every training map batch (not to validation).
-        seed: seeds torch before the first epoch (initial dropout masks).
-        on_epoch: called after each epoch (e.g. to update a progress bar).
+        model: trained in place; on return it holds the weights of the epoch with
+            the lowest validation loss and is in eval mode.
+        loss_fn: ``(model, batch) -> losses``, per sample ``(B,)`` (preferred:
+            epoch means are then means per sample) or one scalar per batch.
+        train: ``epoch -> batches`` of that epoch (shuffling and augmentation
+            seeded by the epoch, so that a resumed run repeats them).
+        validation: the validation batches, or a callable returning them.
+        settings: ``learning_rate``, ``weight_decay``, ``max_epochs``,
+            ``patience``, ``min_epochs``, ``clip_grad_norm`` (0/None: no clipping).
+        checkpoint: file stem of the per-epoch checkpoint (``.pt`` + ``.json``);
+            an existing one is resumed. The caller deletes it
+            (:func:`discard_checkpoint`) once the final weights are saved.
+        seed: seeds torch at the start of every epoch (dropout masks).
+        name: what is trained, for messages and the progress bar.
+        schedule: per-epoch changes of the objective (:class:`EpochSchedule`).
+        progress: show a tqdm progress bar.
+        on_epoch: called after every epoch with the epoch and the history.
 
     Returns:
         The :class:`TrainingHistory`.
+
+    Raises:
+        TrainingDivergedError: a training or validation loss is NaN or infinite.
     """
-    estimator.to(device)
     optimiser = torch.optim.Adam(
-        estimator.parameters(),
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
+        model.parameters(),
+        lr=settings.learning_rate,
+        weight_decay=settings.weight_decay,
     )
-    history = TrainingHistory()
-    best_state = copy.deepcopy(estimator.state_dict())
-    start_epoch = 0
-    ckpt_pt = ckpt_json = None
-    if checkpoint is not None:
-        ckpt_pt = checkpoint.with_suffix(".pt")
-        ckpt_json = checkpoint.with_suffix(".json")
-        if ckpt_pt.exists() and ckpt_json.exists():
-            state = torch.load(ckpt_pt, map_location=device, weights_only=True)
-            estimator.load_state_dict(state["model"])
-            optimiser.load_state_dict(state["optimiser"])
-            best_state = state["best"]
-            history = TrainingHistory.from_dict(json.loads(ckpt_json.read_text()))
-            start_epoch = len(history.train_loss)
-    torch.manual_seed(seed + start_epoch)
-    train.epoch = start_epoch
+    ckpt = _Checkpoint(checkpoint)
+    resumed = ckpt.load(model, optimiser)
+    history, best_state = resumed or (
+        TrainingHistory(),
+        copy.deepcopy(model.state_dict()),
+    )
+    start = len(history.train_loss)
+    bar = _progress_bar(progress, settings.max_epochs, start, name)
     t0 = time.perf_counter() - history.seconds
-    for epoch in range(start_epoch, config.max_epochs):
-        if history.epochs_since_best >= config.patience and epoch >= config.min_epochs:
+    for epoch in range(start, settings.max_epochs):
+        if history.epochs_since_best >= settings.patience and (
+            epoch >= settings.min_epochs
+        ):
             history.stopped_early = True
             break
-        estimator.train()
-        total, count = 0.0, 0
-        for x, theta in train:
-            if augment is not None:
-                x = augment(x)
-            optimiser.zero_grad(set_to_none=True)
-            loss = estimator.loss(prepare(theta).to(device), condition=x.to(device))
-            loss.mean().backward()
-            if config.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(
-                    estimator.parameters(), config.clip_grad_norm
-                )
-            optimiser.step()
-            total += float(loss.detach().sum())
-            count += len(loss)
-        history.train_loss.append(total / max(count, 1))
-        val = _mean_loss(estimator, validation, device, prepare)
+        torch.manual_seed(derive_seed(seed, "epoch", epoch))
+        if schedule is not None:
+            schedule.train(epoch)
+        loss = _epoch(
+            model,
+            loss_fn,
+            train(epoch),
+            optimiser,
+            settings.clip_grad_norm,
+            name,
+            epoch,
+        )
+        if schedule is not None:
+            schedule.validate()
+        val = _validate(
+            model, loss_fn, validation() if callable(validation) else validation
+        )
+        _check_finite(val, name, epoch, "validation")
+        history.train_loss.append(loss)
         history.val_loss.append(val)
         if val < history.best_val:
             history.best_val, history.best_epoch = val, epoch
             history.epochs_since_best = 0
-            best_state = copy.deepcopy(estimator.state_dict())
+            best_state = copy.deepcopy(model.state_dict())
         else:
             history.epochs_since_best += 1
         history.seconds = time.perf_counter() - t0
-        if ckpt_pt is not None and ckpt_json is not None:
-            payload = {
-                "model": estimator.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "best": best_state,
-            }
-            atomic_save(ckpt_pt, lambda p, s=payload: torch.save(s, p))
-            atomic_write_json(ckpt_json, history.to_dict())
+        ckpt.save(model, optimiser, best_state, history)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(
+                train=f"{loss:.3g}", val=f"{val:.3g}", best=history.best_epoch
+            )
         if on_epoch is not None:
             on_epoch(epoch, history)
-    estimator.load_state_dict(best_state)
-    estimator.eval()
+    if bar is not None:
+        bar.close()
+    history.require_trained(name)
+    model.load_state_dict(best_state)
+    model.eval()
     return history
+
+
+def discard_checkpoint(checkpoint: Path) -> None:
+    """Delete the checkpoint files of ``checkpoint`` (a :func:`train_loop` stem)."""
+    _Checkpoint(checkpoint).remove()
+
+
+def _progress_bar(show: bool, total: int, initial: int, desc: str) -> Any:
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", leave=False)
+
+
+def train_member(
+    estimator: torch.nn.Module,
+    train: Any,
+    validation: Iterable[Any],
+    config: LoopSettings,
+    *,
+    checkpoint: Path | None = None,
+    device: torch.device | str = "cpu",
+    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    seed: int = 0,
+    name: str = "member",
+    progress: bool = False,
+    on_epoch: Callable[[int, TrainingHistory], None] | None = None,
+) -> TrainingHistory:
+    """:func:`train_loop` for an sbi density estimator on ``(maps, theta)`` batches.
+
+    The loss is ``estimator.loss`` (the negative log posterior per sample).
+
+    Args:
+        estimator: an sbi density estimator (trained in place).
+        train: a :class:`~sbi_exsitu.training.torchdata.MapBatches` (its
+            ``epoch`` is set before every pass: the shuffle follows the epoch).
+        validation: batches of ``(maps, theta)``.
+        config: :class:`LoopSettings` (a ``TrainingSection``).
+        checkpoint, seed, name, progress, on_epoch: as for :func:`train_loop`.
+        device: where to train.
+        prepare: applied to every theta batch (e.g. clamping into the support).
+        augment: ``(maps, generator) -> maps``, applied to training batches
+            only; the generator is seeded by ``(seed, epoch)``.
+    """
+    device = torch.device(device)
+    estimator.to(device)
+
+    def batches(epoch: int) -> Iterable[Any]:
+        train.epoch = epoch
+        gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
+        for x, theta in train:
+            yield (x if augment is None else augment(x, gen)), theta
+
+    def loss_fn(model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        x, theta = batch
+        return model.loss(prepare(theta).to(device), condition=x.to(device))
+
+    return train_loop(
+        estimator,
+        loss_fn,
+        batches,
+        validation,
+        config,
+        checkpoint=checkpoint,
+        seed=seed,
+        name=name,
+        progress=progress,
+        on_epoch=on_epoch,
+    )

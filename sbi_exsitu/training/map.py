@@ -16,20 +16,20 @@ is evaluated. The trained model is
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from sbi_exsitu.atomic import atomic_save, atomic_write_json, atomic_write_text
+from sbi_exsitu.atomic import atomic_write_json
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.dataset import MapDataset, subsample
@@ -39,8 +39,14 @@ from sbi_exsitu.posteriors.map.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.posteriors.map.latent_flow import build_latent_flow
 from sbi_exsitu.posteriors.map.noise import fit_shared_noise
 from sbi_exsitu.posteriors.map.posterior import MapPosterior
+from sbi_exsitu.runs import RunDirectory
+from sbi_exsitu.seeding import derive_seed
+from sbi_exsitu.training.fit import prepare_run
+from sbi_exsitu.training.loop import discard_checkpoint, train_loop
 
-__all__ = ["fit_map_posterior"]
+__all__ = ["KLWarmup", "fit_map_posterior"]
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]
 
 
 # -- training ----------------------------------------------------------------------
@@ -83,88 +89,131 @@ class _Arrays:
             yield x, y, m
 
 
-def _train_loop(
-    params: list[nn.Parameter],
+def _train_batches(
+    data: _Arrays, batch_size: int, seed: int, augment: bool
+) -> Callable[[int], Iterator[Batch]]:
+    """``epoch -> batches``: order and augmentation seeded by ``(seed, epoch)``."""
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
+        order = np.random.default_rng(derive_seed(seed, "order", epoch))
+        perm = order.permutation(len(data))
+        for x, y, m in data.batches(batch_size, perm, gen if augment else None):
+            yield x, y, m, gen
+
+    return batches
+
+
+def _validation_batches(data: _Arrays, seed: int) -> Callable[[], Iterator[Batch]]:
+    """The validation batches, with the same noise every epoch (comparable)."""
+
+    def batches() -> Iterator[Batch]:
+        gen = torch.Generator().manual_seed(derive_seed(seed, "validation"))
+        for x, y, m in data.batches(256):
+            yield x, y, m, gen
+
+    return batches
+
+
+class KLWarmup:
+    """The cVAE's KL warm-up (an :class:`~sbi_exsitu.training.loop.EpochSchedule`).
+
+    During the first ``epochs`` epochs the KL weight rises linearly to 1 and the
+    decoder does not see the observations; validation always uses the full
+    objective, so that validation losses compare over epochs.
+    """
+
+    def __init__(self, cvae: ConditionalVAE, epochs: int) -> None:
+        self.cvae, self.epochs, self.kl_scale = cvae, max(epochs, 0), 1.0
+
+    def train(self, epoch: int) -> None:
+        w = self.epochs
+        self.kl_scale = min(1.0, (epoch + 1) / (w + 1)) if w else 1.0
+        self.cvae.condition_scale = 0.0 if epoch < w else 1.0
+
+    def validate(self) -> None:
+        self.kl_scale, self.cvae.condition_scale = 1.0, 1.0
+
+
+def _train_cvae(
+    cvae: ConditionalVAE,
     train: _Arrays,
     val: _Arrays,
-    batch_loss: Callable[
-        [torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor
-    ],
-    modules: list[nn.Module],
-    *,
-    lr: float,
-    batch_size: int,
-    max_epochs: int,
-    patience: int,
-    clip: float,
-    augment: bool,
-    seed: int,
-    desc: str,
+    cfg: ExperimentConfig,
+    settings: MapSettings,
+    run: RunDirectory,
     progress: bool,
-    schedule: list[float] | None = None,
-    warmup: int = 0,
-    on_warmup: Callable[[bool], None] | None = None,
 ) -> dict[str, Any]:
-    """Adam with early stopping on the validation loss; restores the best weights."""
-    opt = torch.optim.Adam(params, lr=lr)
-    hist: dict[str, Any] = {"train_loss": [], "val_loss": [], "best_epoch": -1}
-    warmup = max(warmup, 0)
-    best, best_state, since = math.inf, None, 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    """Train the cVAE on the negative ELBO per pixel, or load a finished one."""
+    hist_file = run.checkpoint("cvae").with_suffix(".history.json")
+    if run.weights("cvae").exists() and hist_file.exists():
+        cvae.load_state_dict(run.load_weights("cvae"))
+        return json.loads(hist_file.read_text())
+    warmup = KLWarmup(cvae, settings.kl_warmup)
+    pixels = cvae.cfg.image_size**2
 
-        bar = tqdm(total=max_epochs, desc=desc, unit="epoch")
-    t0 = time.perf_counter()
-    for epoch in range(max_epochs):
-        for mod in modules:
-            mod.train()
-        if schedule is not None:
-            schedule[0] = min(1.0, (epoch + 1) / (warmup + 1)) if warmup else 1.0
-            if on_warmup is not None:
-                on_warmup(epoch < warmup)
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = np.random.default_rng(seed + epoch).permutation(len(train))
-        total, count = 0.0, 0
-        for x, y, m in train.batches(batch_size, order, gen if augment else None):
-            loss = batch_loss(x, y, m, gen).mean()
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
-            total += loss.item() * len(x)
-            count += len(x)
-        for mod in modules:
-            mod.eval()
-        if schedule is not None:
-            schedule[0] = 1.0  # validate the full objective, comparable over epochs
-            if on_warmup is not None:
-                on_warmup(False)
-        vgen = torch.Generator().manual_seed(seed)  # the same noise every epoch
-        with torch.no_grad():
-            vloss = sum(
-                batch_loss(x, y, m, vgen).sum().item() for x, y, m in val.batches(256)
-            ) / len(val)
-        hist["train_loss"].append(total / count)
-        hist["val_loss"].append(vloss)
-        if vloss < best:
-            best, since, hist["best_epoch"] = vloss, 0, epoch
-            best_state = [copy.deepcopy(mod.state_dict()) for mod in modules]
-        else:
-            since += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(train=f"{total / count:.3g}", val=f"{vloss:.3g}")
-        if since >= patience:
-            break
-    if bar is not None:
-        bar.close()
-    if best_state is not None:
-        for mod, state in zip(modules, best_state, strict=True):
-            mod.load_state_dict(state)
-    hist["seconds"] = time.perf_counter() - t0
-    hist["best_val"] = best
-    return hist
+    def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+        x, y, m, g = batch
+        return model.loss(y, x, m, generator=g, kl_scale=warmup.kl_scale) / pixels
+
+    seed = derive_seed(cfg.run.seed, "cvae")
+    history = train_loop(
+        cvae,
+        loss,
+        _train_batches(
+            train, cfg.training.batch_size, seed, cfg.training.augment == "d4"
+        ),
+        _validation_batches(val, seed),
+        cfg.training,
+        checkpoint=run.checkpoint("cvae"),
+        seed=seed,
+        name="cVAE",
+        schedule=warmup,
+        progress=progress,
+    )
+    run.save_weights("cvae", cvae.state_dict())
+    atomic_write_json(hist_file, history.to_dict())
+    discard_checkpoint(run.checkpoint("cvae"))
+    return history.to_dict()
+
+
+def _train_flow(
+    flow: nn.Module,
+    cvae: ConditionalVAE,
+    train: _Arrays,
+    val: _Arrays,
+    cfg: ExperimentConfig,
+    settings: MapSettings,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train the latent flow on z ~ q(z | y) of the frozen encoder."""
+    cvae.eval()
+    with torch.no_grad():
+        enc = [cvae.encode(y, x, m) for x, y, m in train.batches(256)]
+    flow.standardize(torch.cat([e[0] for e in enc]), torch.cat([e[1] for e in enc]))
+
+    def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+        x, y, m, g = batch
+        with torch.no_grad():  # the encoder is frozen
+            mean, std = cvae.encode(y, x, m)
+        z = mean + std * torch.randn(mean.shape, generator=g)
+        return -model.log_prob(z, x)
+
+    tr = cfg.training
+    seed = derive_seed(cfg.run.seed, "flow")
+    history = train_loop(
+        flow,
+        loss,
+        _train_batches(train, tr.batch_size, seed, tr.augment == "d4"),
+        _validation_batches(val, seed),
+        dataclasses.replace(
+            tr, max_epochs=settings.flow_epochs, patience=settings.flow_patience
+        ),
+        seed=seed,
+        name="latent flow",
+        progress=progress,
+    )
+    return history.to_dict()
 
 
 def _ensure_dataset(cfg: ExperimentConfig) -> None:
@@ -180,64 +229,19 @@ def _ensure_dataset(cfg: ExperimentConfig) -> None:
     simulate(sim, cfg.train_path, workers=1, progress=False)
 
 
-def fit_map_posterior(
-    cfg: ExperimentConfig,
-    *,
-    overwrite: bool = False,
-    progress: bool = True,
-    evaluate: bool = True,
-) -> Any:
-    """Train the map posterior of ``cfg`` and write its run directory.
-
-    The run directory gets the files of a scalar run (``config.json``,
-    ``render_config.json``, ``splits.json``, ``model.json`` last,
-    ``weights/``, ``history.json``, ``metrics.json``) plus the evaluation
-    figures of :func:`sbi_exsitu.evaluation.map_evaluation.evaluate_map_posterior`. A
-    finished cVAE phase (``weights/cvae.pt``) is reused when the job is re-run.
-
-    Args:
-        cfg: an experiment with ``[posterior] kind = "map"`` and an optional
-            ``[map]`` table (:class:`MapSettings`).
-        overwrite: discard an existing run of another configuration.
-        progress: progress bars.
-        evaluate: residuals, figures and calibration on the test split.
-
-    Returns:
-        :class:`sbi_exsitu.training.fit.FitResult`.
-    """
+def _build_models(
+    cfg: ExperimentConfig, settings: MapSettings, shape: tuple[int, int, int]
+) -> tuple[ConditionalVAE, nn.Module, dict[str, Any]]:
+    """(cVAE, latent flow, embedding config), initialised from ``cfg.run.seed``."""
     from sbi_exsitu.embeddings import EMBEDDINGS
-    from sbi_exsitu.runs import RunDirectory
-    from sbi_exsitu.training.result import FitResult
 
-    settings = MapSettings.from_config(cfg)
-    configure_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
-    if device.type != "cpu":
-        warnings.warn(
-            "the map posterior trains on CPU tensors; device ignored", stacklevel=2
-        )
-    _ensure_dataset(cfg)
-    dataset = MapDataset(cfg.train_path)
-    run_dir = RunDirectory(cfg.run_dir).prepare(cfg.to_dict(), overwrite)
-    atomic_write_text(run_dir / "render_config.json", dataset.render_config.to_json())
-    splits = dataset.splits(seed=cfg.data.split_seed)
-    if min(len(v) for v in splits.values()) == 0:
-        raise ValueError(f"{dataset.path}: too few galaxies for a split by galaxy")
-    atomic_write_json(
-        run_dir / "splits.json",
-        {k: v.tolist() for k, v in splits.items()}
-        | {"dataset": str(dataset.path), "seed": cfg.data.split_seed},
-    )
-    train_idx = subsample(splits["train"], settings.max_train, cfg.run.seed)
-    train = _Arrays.read(dataset, train_idx)
-    val = _Arrays.read(dataset, splits["validation"])
-    if not (torch.isfinite(train.y).all() and torch.isfinite(val.y).all()):
+    c, h, _ = shape
+    p = cfg.posterior
+    if p.embedding not in EMBEDDINGS:
         raise ValueError(
-            f"{dataset.path}: ex-situ maps contain NaN (data without "
-            "ex-situ flags cannot train the map posterior)"
+            f"{cfg.source} [posterior]: unknown embedding "
+            f"{p.embedding!r}; known: {sorted(EMBEDDINGS)}"
         )
-    c, h, _ = dataset.shape
-    tr = cfg.training
     torch.manual_seed(cfg.run.seed)
     cvae = ConditionalVAE(
         CVAEConfig(
@@ -249,12 +253,6 @@ def fit_map_posterior(
             encoder_sees_obs=settings.encoder_sees_obs,
         )
     )
-    p = cfg.posterior
-    if p.embedding not in EMBEDDINGS:
-        raise ValueError(
-            f"{cfg.source} [posterior]: unknown embedding "
-            f"{p.embedding!r}; known: {sorted(EMBEDDINGS)}"
-        )
     embedding_config = {
         "name": p.embedding,
         "in_channels": c,
@@ -263,70 +261,173 @@ def fit_map_posterior(
         "invariant": p.invariant,
         **p.embedding_kwargs,
     }
-    flow = build_latent_flow(embedding_config, settings)
-    common = dict(
-        batch_size=tr.batch_size,
-        patience=tr.patience,
-        clip=tr.clip_grad_norm,
-        augment=tr.augment == "d4",
-        progress=progress,
-    )
-    t0 = time.perf_counter()
-    cvae_file = run_dir / "weights" / "cvae.pt"
-    hist_file = run_dir / "checkpoints" / "cvae.history.json"
-    if cvae_file.exists() and hist_file.exists():
-        cvae.load_state_dict(torch.load(cvae_file, weights_only=True))
-        hist_cvae = json.loads(hist_file.read_text())
-    else:
-        warm = [1.0]  # the KL weight factor, set per epoch by the loop
-        hist_cvae = _train_loop(
-            list(cvae.parameters()),
-            train,
-            val,
-            lambda x, y, m, g: (
-                cvae.loss(y, x, m, generator=g, kl_scale=warm[0]) / h / h
-            ),
-            [cvae],
-            lr=tr.learning_rate,
-            max_epochs=tr.max_epochs,
-            seed=cfg.run.seed,
-            desc="cVAE",
-            schedule=warm,
-            warmup=settings.kl_warmup,
-            on_warmup=lambda on: setattr(cvae, "condition_scale", 0.0 if on else 1.0),
-            **common,
+    return cvae, build_latent_flow(embedding_config, settings), embedding_config
+
+
+def _read_arrays(
+    dataset: MapDataset, train_idx: np.ndarray, val_idx: np.ndarray
+) -> tuple[_Arrays, _Arrays]:
+    train, val = _Arrays.read(dataset, train_idx), _Arrays.read(dataset, val_idx)
+    if not (torch.isfinite(train.y).all() and torch.isfinite(val.y).all()):
+        raise ValueError(
+            f"{dataset.path}: ex-situ maps contain NaN (data without "
+            "ex-situ flags cannot train the map posterior)"
         )
-        state = {k: v.detach() for k, v in cvae.state_dict().items()}
-        atomic_save(cvae_file, lambda q: torch.save(state, q))
-        atomic_write_json(hist_file, hist_cvae)
-    cvae.eval()
-    with torch.no_grad():
-        enc = [cvae.encode(y, x, m) for x, y, m in train.batches(256)]
-    flow.standardize(torch.cat([e[0] for e in enc]), torch.cat([e[1] for e in enc]))
+    return train, val
 
-    def flow_loss(
-        x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, g: torch.Generator
-    ) -> torch.Tensor:
-        mean, std = cvae.encode(y, x, m)
-        z = mean + std * torch.randn(mean.shape, generator=g)
-        return -flow.log_prob(z, x)
 
-    torch.manual_seed(cfg.run.seed + 1)
-    hist_flow = _train_loop(
-        list(flow.parameters()),
-        train,
-        val,
-        flow_loss,
-        [flow],
-        lr=tr.learning_rate,
-        max_epochs=settings.flow_epochs,
-        seed=cfg.run.seed + 1,
-        desc="latent flow",
-        **(common | {"patience": settings.flow_patience}),
+def _evaluate(
+    posterior: MapPosterior,
+    dataset: MapDataset,
+    test: np.ndarray,
+    out_dir: Path,
+    *,
+    num_samples: int,
+    seed: int,
+    n_panels: int,
+) -> dict[str, Any]:
+    """Residuals, figures and the implied-f_ex calibration on the test maps."""
+    from sbi_exsitu.evaluation.map_coverage import map_calibration
+    from sbi_exsitu.evaluation.map_evaluation import evaluate_map_posterior
+
+    ev = evaluate_map_posterior(
+        posterior,
+        dataset,
+        test,
+        out_dir,
+        num_samples=num_samples,
+        seed=seed,
+        n_panels=n_panels,
     )
-    train_seconds = time.perf_counter() - t0
-    atomic_write_json(run_dir / "history.json", {"cvae": hist_cvae, "flow": hist_flow})
+    metrics = {"test": ev["metrics"] | {"indices": test.tolist()}}
+    metrics["calibration"] = map_calibration(
+        posterior,
+        dataset,
+        test,
+        num_samples=num_samples,
+        seed=seed,
+        out_dir=out_dir,
+        samples=ev["samples"]["flow"],
+    )
+    return metrics
 
+
+def fit_map_posterior(
+    cfg: ExperimentConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    evaluate: bool = True,
+    num_eval_samples: int | None = None,
+) -> Any:
+    """Train the map posterior of ``cfg`` and write its run directory.
+
+    The run directory gets the files of a scalar run (``config.json``,
+    ``render_config.json``, ``splits.json``, ``model.json`` last,
+    ``weights/``, ``history.json``, ``metrics.json``) plus the evaluation
+    figures of :func:`sbi_exsitu.evaluation.map_evaluation.evaluate_map_posterior`. A
+    finished cVAE phase (``weights/cvae.pt``) is reused when the job is re-run,
+    an interrupted one resumes from its checkpoint.
+
+    Args:
+        cfg: an experiment with ``[posterior] kind = "map"`` and an optional
+            ``[map]`` table (:class:`MapSettings`).
+        overwrite: discard an existing run of another configuration.
+        progress: progress bars.
+        evaluate: residuals, figures and calibration on the test split.
+        num_eval_samples: posterior draws per test map (default
+            ``[map] eval_samples``).
+
+    Returns:
+        :class:`sbi_exsitu.training.fit.FitResult`.
+
+    Raises:
+        TrainingDivergedError: a loss became NaN or infinite.
+    """
+    from sbi_exsitu.training.result import FitResult
+
+    settings = MapSettings.from_config(cfg)
+    configure_threads(cfg.run.threads)
+    if resolve_device(cfg.run.device).type != "cpu":
+        warnings.warn(
+            "the map posterior trains on CPU tensors; device ignored", stacklevel=2
+        )
+    _ensure_dataset(cfg)
+    run, dataset, splits = prepare_run(cfg, overwrite)
+    train_idx = subsample(splits["train"], settings.max_train, cfg.run.seed)
+    train, val = _read_arrays(dataset, train_idx, splits["validation"])
+    cvae, flow, embedding_config = _build_models(cfg, settings, dataset.shape)
+    t0 = time.perf_counter()
+    hist_cvae = _train_cvae(cvae, train, val, cfg, settings, run, progress)
+    hist_flow = _train_flow(flow, cvae, train, val, cfg, settings, progress)
+    train_seconds = time.perf_counter() - t0
+    run.write_history({"cvae": hist_cvae, "flow": hist_flow})
+    posterior = _assemble(
+        cvae,
+        flow,
+        dataset,
+        train,
+        train_idx,
+        embedding_config,
+        settings,
+        {"train_seconds": train_seconds, "n_train": len(train_idx)},
+    )
+    metrics: dict[str, Any] = {
+        "kind": "map",
+        "n_train": len(train_idx),
+        "n_validation": len(splits["validation"]),
+        "n_test": len(splits["test"]),
+        "train_seconds": train_seconds,
+        "cvae_epochs": len(hist_cvae["train_loss"]),
+        "flow_epochs": len(hist_flow["train_loss"]),
+        "mass_scale": posterior.mass_scale,
+        "noise_rho": posterior.noise_rho,
+    }
+    if settings.shared_noise:
+        val_idx = subsample(
+            splits["validation"],
+            settings.eval_max_obs,
+            derive_seed(cfg.run.seed, "noise"),
+        )
+        posterior.noise_rho, metrics["shared_noise_fit"] = fit_shared_noise(
+            posterior,
+            dataset,
+            val_idx,
+            num_samples=settings.eval_samples,
+            seed=cfg.run.seed,
+        )
+        metrics["noise_rho"] = posterior.noise_rho
+    from sbi_exsitu.evaluation.map_evaluation import plot_map_training
+    from sbi_exsitu.figures import save_figure
+
+    save_figure(plot_map_training(hist_cvae, hist_flow), run / "training_curves")
+    if evaluate:
+        test = subsample(splits["test"], settings.eval_max_obs, cfg.run.seed)
+        metrics |= _evaluate(
+            posterior,
+            dataset,
+            test,
+            run.path,
+            num_samples=num_eval_samples or settings.eval_samples,
+            seed=cfg.run.seed,
+            n_panels=settings.n_panels,
+        )
+    run.write_metrics(metrics)
+    posterior.save(run.path)  # model.json last: its presence marks a finished run
+    return FitResult(run_dir=run.path, posterior=posterior, metrics=metrics)
+
+
+def _assemble(
+    cvae: ConditionalVAE,
+    flow: nn.Module,
+    dataset: MapDataset,
+    train: _Arrays,
+    train_idx: np.ndarray,
+    embedding_config: dict[str, Any],
+    settings: MapSettings,
+    metadata: dict[str, Any],
+) -> MapPosterior:
+    """The posterior of the trained modules, with the f_ex mass scale fitted."""
     mass_scale = (
         fit_mass_scale(
             train.y.numpy(),
@@ -338,73 +439,12 @@ def fit_map_posterior(
         if dataset.has_labels
         else None
     )
-    posterior = MapPosterior(
+    return MapPosterior(
         cvae,
         flow,
         dataset.render_config,
         embedding_config,
         settings,
         mass_scale=mass_scale,
-        metadata={
-            "train_dataset": str(dataset.path),
-            "train_seconds": train_seconds,
-            "n_train": len(train_idx),
-        },
+        metadata={"train_dataset": str(dataset.path), **metadata},
     )
-    if settings.shared_noise:
-        val_idx = subsample(
-            splits["validation"], settings.eval_max_obs, cfg.run.seed + 2
-        )
-        posterior.noise_rho, noise_table = fit_shared_noise(
-            posterior,
-            dataset,
-            val_idx,
-            num_samples=settings.eval_samples,
-            seed=cfg.run.seed,
-        )
-    metrics: dict[str, Any] = {
-        "kind": "map",
-        "n_train": len(train_idx),
-        "n_validation": len(splits["validation"]),
-        "n_test": len(splits["test"]),
-        "train_seconds": train_seconds,
-        "cvae_epochs": len(hist_cvae["train_loss"]),
-        "flow_epochs": len(hist_flow["train_loss"]),
-        "mass_scale": mass_scale,
-        "noise_rho": posterior.noise_rho,
-    }
-    if settings.shared_noise:
-        metrics["shared_noise_fit"] = noise_table
-    from sbi_exsitu.evaluation.map_coverage import map_calibration
-    from sbi_exsitu.evaluation.map_evaluation import (
-        evaluate_map_posterior,
-        plot_map_training,
-    )
-    from sbi_exsitu.figures import save_figure
-
-    save_figure(plot_map_training(hist_cvae, hist_flow), run_dir / "training_curves")
-    if evaluate:
-        test = subsample(splits["test"], settings.eval_max_obs, cfg.run.seed)
-        ev = evaluate_map_posterior(
-            posterior,
-            dataset,
-            test,
-            run_dir,
-            num_samples=settings.eval_samples,
-            seed=cfg.run.seed,
-            n_panels=settings.n_panels,
-        )
-        metrics["test"] = ev["metrics"]
-        metrics["test"]["indices"] = test.tolist()
-        metrics["calibration"] = map_calibration(
-            posterior,
-            dataset,
-            test,
-            num_samples=settings.eval_samples,
-            seed=cfg.run.seed,
-            out_dir=run_dir,
-            samples=ev["samples"]["flow"],
-        )
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    posterior.save(run_dir)  # model.json last: its presence marks a finished run
-    return FitResult(run_dir=run_dir, posterior=posterior, metrics=metrics)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.seeding import derive_seed
 
 __all__ = ["MapBatches", "target_array"]
 
@@ -56,7 +57,7 @@ class MapBatches:
         indices: which samples.
         targets: (len(indices), D) array aligned with ``indices``, or None.
         batch_size: samples per batch.
-        shuffle: reshuffle every epoch (seeded by ``seed`` + epoch).
+        shuffle: reshuffle every epoch (seeded by ``seed`` and the epoch).
         seed: shuffle seed.
         memory_limit_gb: read everything into RAM if it fits in this budget.
         drop_last: drop the last partial batch.
@@ -104,7 +105,9 @@ class MapBatches:
         n = len(self.indices)
         order = np.arange(n)
         if self.shuffle:
-            order = np.random.default_rng(self.seed + self.epoch).permutation(n)
+            order = np.random.default_rng(
+                derive_seed(self.seed, "shuffle", self.epoch)
+            ).permutation(n)
             self.epoch += 1
         for start in range(0, n, self.batch_size):
             pos = order[start : start + self.batch_size]

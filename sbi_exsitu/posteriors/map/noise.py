@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbi_exsitu.seeding import derive_seed
+
 __all__ = ["RHO_GRID", "crps_ensemble", "fit_shared_noise", "shared_normal"]
 
 # 0 (independent pixels) and a log grid up to 0.95 (a map that moves as one):
@@ -154,7 +156,9 @@ def fit_shared_noise(
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
         x, y, m = dataset.maps(idx), dataset.exsitu(idx), dataset.mask(idx)
-        mu, sigma = post.pixel_likelihood(x, num_samples, mask=m, seed=seed + start)
+        mu, sigma = post.pixel_likelihood(
+            x, num_samples, mask=m, seed=derive_seed(seed, "batch", start)
+        )
         w, _ = post.mass_weights(x, m)
         f_true.append(implied_fex(y[:, None], w)[:, 0])
         g = torch.randn(mu.shape[:2] + (1, 1), generator=gen).numpy()

@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from sbi_exsitu.atomic import atomic_save, atomic_write_json
 from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.compatibility import as_observation_maps
 from sbi_exsitu.data.dataset import MapDataset
@@ -418,13 +416,10 @@ class MapPosterior(Posterior):
     def save(self, run_dir: str | Path) -> Path:
         """Write ``weights/cvae.pt``, ``weights/flow.pt`` and ``model.json``."""
         run_dir = Path(run_dir)
+        run = RunDirectory(run_dir)
         for name, module in (("cvae", self.cvae), ("flow", self.flow)):
-            state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-            atomic_save(
-                RunDirectory(run_dir).weights(name), lambda p, s=state: torch.save(s, p)
-            )
-        atomic_write_json(
-            RunDirectory(run_dir).model_file,
+            run.save_weights(name, module.state_dict())
+        run.write_model(
             {
                 "format": 1,
                 "kind": self.kind,
@@ -445,27 +440,22 @@ class MapPosterior(Posterior):
         """Rebuild a :class:`MapPosterior` from a run directory, without unpickling.
 
         Raises:
-            FileNotFoundError: ``model.json`` or a weights file is missing.
+            FileNotFoundError: ``model.json`` is missing.
+            StateFileError: a weights file is missing or truncated.
         """
         run_dir = Path(run_dir)
-        model_file = RunDirectory(run_dir).model_file
-        if not model_file.is_file():
-            raise FileNotFoundError(
-                f"{model_file} not found: '{run_dir}' is not a "
-                "finished run (run `sbi-exsitu fit CONFIG`)"
-            )
-        meta = json.loads(model_file.read_text())
+        run = RunDirectory(run_dir)
+        meta = run.read_model()
         if meta.get("kind") != "map":
-            raise ValueError(f"{model_file}: kind is {meta.get('kind')!r}, not 'map'")
+            raise ValueError(
+                f"{run.model_file}: kind is {meta.get('kind')!r}, not 'map'"
+            )
         dev = resolve_device(device)
         settings = MapSettings(**meta["settings"])
         cvae = ConditionalVAE(CVAEConfig.from_dict(meta["cvae"]))
         flow = build_latent_flow(meta["embedding"], settings)
         for name, module in (("cvae", cvae), ("flow", flow)):
-            path = RunDirectory(run_dir).weights(name)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: weights missing")
-            state = torch.load(path, map_location=dev, weights_only=True)
+            state = run.load_weights(name, map_location=dev)
             if name == "flow":
                 # Runs saved before the latent standardisation have no z_loc/z_scale.
                 state = {**module.state_dict(), **state}

@@ -86,6 +86,7 @@ import numpy as np
 from sbi_exsitu.atomic import atomic_write_json, atomic_write_text
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.runs import CONFIG_FILE, RunDirectory
 from sbi_exsitu.schema import ConfigError
 from sbi_exsitu.studies.crosstest.data import (
     derive_channels,
@@ -162,10 +163,10 @@ def _train_cell(cell_cfg: ExperimentConfig, progress: bool) -> tuple[Any, bool]:
     from sbi_exsitu.posteriors import load_posterior
     from sbi_exsitu.training.fit import RunExistsError, fit
 
-    run_dir = cell_cfg.run_dir
-    stored = run_dir / "config.json"
-    if (run_dir / "model.json").is_file() and stored.is_file():
-        if json.loads(stored.read_text()) != json.loads(json.dumps(cell_cfg.to_dict())):
+    run = RunDirectory(cell_cfg.run_dir)
+    run_dir = run.path
+    if run.is_finished and run.config_file.is_file():
+        if not run.has_config(cell_cfg.to_dict()):
             raise RunExistsError(
                 f"{run_dir} was trained with another configuration; delete it or "
                 "change [run] name"
@@ -295,7 +296,7 @@ def crosstest(
     root = Path(out_dir) if out_dir is not None else cfg.run_dir
     for sub in ("data", "cells", "figures"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "config.json", cfg.to_dict())
+    atomic_write_json(root / CONFIG_FILE, cfg.to_dict())
     say = print if progress else (lambda *a, **k: None)
     configure_threads(cfg.run.threads)
     t_start = time.perf_counter()
