@@ -13,7 +13,7 @@ from sbi_exsitu.cli._app import app, fail
 def quickstart(
     config: Path | None = typer.Argument(
         None,
-        help="Experiment TOML with a [simulate] table, or the name of a packaged "
+        help="Experiment TOML with a \\[simulate] table, or the name of a packaged "
         "config (default: the packaged quickstart.toml).",
         show_default=False,
     ),

@@ -74,11 +74,13 @@ def quickstart(
     train_path = cfg.train_path
     say = print if progress else (lambda *a, **k: None)
     say(f"[1/4] simulating the training set -> {train_path}")
+    # resume=True also continues an interrupted `.partial` file (and starts a new
+    # one when there is none); keying it on the final file refused to resume.
     simulate(
         _simulation(cfg),
         train_path,
         workers=workers,
-        resume=train_path.exists(),
+        resume=True,
         progress=progress,
     )
     say(f"[2/4] fitting the posterior -> {cfg.run_dir}")
@@ -90,7 +92,7 @@ def quickstart(
         _simulation(cfg, seed_offset=10_000, n_galaxies=n_obs),
         obs_path,
         workers=workers,
-        resume=obs_path.exists(),
+        resume=True,
         progress=progress,
     )
     predictions = predict(
