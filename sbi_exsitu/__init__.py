@@ -19,6 +19,7 @@ from sbi_exsitu.data.dataset import DatasetWriter, MapDataset, split_by_galaxy
 from sbi_exsitu.data.particles import Particles
 from sbi_exsitu.data.render import RenderConfig, render_views
 
+# The one place the version is written; pyproject.toml reads it from here.
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -48,3 +49,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sbi_exsitu' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # Tab completion and `dir(sx)` show the lazy names too.
+    return sorted(set(globals()) | set(__all__))

@@ -11,8 +11,11 @@ from sbi_exsitu.cli._app import app, fail
 
 @app.command()
 def quickstart(
-    config: Path = typer.Argument(
-        Path("configs/quickstart.toml"), help="Experiment TOML with a [simulate] table."
+    config: Path | None = typer.Argument(
+        None,
+        help="Experiment TOML with a \\[simulate] table, or the name of a packaged "
+        "config (default: the packaged quickstart.toml).",
+        show_default=False,
     ),
     workers: int = typer.Option(1, help="Local processes for simulation."),
     num_samples: int = typer.Option(1000, help="Posterior draws per observation."),

@@ -111,10 +111,9 @@ def embed(
     """Embedding-net outputs of every ensemble member, concatenated.
 
     Args:
-        posterior: an :class:`~sbi_exsitu.posteriors.scalar.ExSituPosterior` (anything
-        with
-            ``estimators`` exposing sbi's public ``embedding_net`` and a
-            ``device``).
+        posterior: an :class:`~sbi_exsitu.posteriors.scalar.ExSituPosterior`
+            (anything with ``estimators`` exposing sbi's public ``embedding_net``
+            and a ``device``).
         maps: ``(n, C, H, W)`` array or a dataset.
         indices: which samples of a dataset (all by default).
         batch_size: maps per forward pass.

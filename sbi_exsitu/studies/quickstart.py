@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sbi_exsitu.config import packaged_config, resolve_config
 from sbi_exsitu.config.experiment import ExperimentConfig
 
 __all__ = ["QuickstartResult", "quickstart"]
@@ -42,29 +43,44 @@ def _simulation(
 
 
 def quickstart(
-    config: str | Path,
+    config: str | Path | None = None,
     *,
     workers: int = 1,
     progress: bool = True,
     num_samples: int = 1000,
 ) -> QuickstartResult:
-    """Run the whole chain described by an experiment file with a [simulate] table."""
+    """Run the whole chain described by an experiment file with a [simulate] table.
+
+    Args:
+        config: the experiment TOML, or the bare name of a packaged config; None
+            is the packaged ``quickstart.toml``. Relative paths in it resolve
+            against the current directory.
+        workers: local processes for simulation.
+        progress: print the steps and progress bars.
+        num_samples: posterior draws per observation.
+
+    Returns:
+        The run directory, metrics, predictions, calibration verdict and plots.
+    """
     from sbi_exsitu.data.simulate import simulate
     from sbi_exsitu.evaluation.calibration import calibrate_dataset
     from sbi_exsitu.studies.predict import predict
     from sbi_exsitu.training.fit import fit
 
-    cfg = ExperimentConfig.from_toml(config)
+    config = packaged_config("quickstart.toml") if config is None else config
+    cfg = ExperimentConfig.from_toml(resolve_config(config))
     if not cfg.simulate:
         raise ValueError(f"{config}: quickstart needs a [simulate] table")
     train_path = cfg.train_path
     say = print if progress else (lambda *a, **k: None)
     say(f"[1/4] simulating the training set -> {train_path}")
+    # resume=True also continues an interrupted `.partial` file (and starts a new
+    # one when there is none); keying it on the final file refused to resume.
     simulate(
         _simulation(cfg),
         train_path,
         workers=workers,
-        resume=train_path.exists(),
+        resume=True,
         progress=progress,
     )
     say(f"[2/4] fitting the posterior -> {cfg.run_dir}")
@@ -76,7 +92,7 @@ def quickstart(
         _simulation(cfg, seed_offset=10_000, n_galaxies=n_obs),
         obs_path,
         workers=workers,
-        resume=obs_path.exists(),
+        resume=True,
         progress=progress,
     )
     predictions = predict(
