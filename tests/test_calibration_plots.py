@@ -45,3 +45,15 @@ def test_sbc_pit_tarp_figures_and_saving(tmp_path):
     fig = plots.plot_tarp(levels, levels, atc=0.0, ks_pvalue=1.0)
     assert "TARP" in fig.axes[0].get_title()
     plt.close(fig)
+
+
+def test_coverage_band_by_galaxy_is_labelled_with_its_n():
+    levels = np.linspace(0, 1, 21)
+    band = np.stack([levels - 0.1, levels + 0.1])
+    fig = plots.plot_coverage(
+        levels, levels, n_obs=1446, band=band, n_galaxies=220, tolerance=0.11
+    )
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any("220 galaxies / 1446 views" in lab for lab in labels), labels
+    assert any("±0.110" in lab for lab in labels), labels
+    plt.close(fig)

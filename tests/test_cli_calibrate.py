@@ -30,12 +30,15 @@ def test_calibrate_the_test_split_and_another_dataset(toy_run, tmp_path) -> None
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     # The verdict itself moves with the toy's training trajectory from machine to
-    # machine (and its two identical-label views per galaxy are not independent),
-    # so assert what is stable: a valid verdict, and a coverage curve that the
-    # near-exact toy posterior keeps close to the diagonal.
+    # machine, so assert what is stable: a valid verdict, and a coverage curve that
+    # the near-exact toy posterior keeps close to the diagonal.
     from sbi_exsitu.evaluation.calibration import VERDICTS
 
     assert report["verdict"] in VERDICTS, report["verdict"]
+    # The toy has two identical-label views per galaxy: the tests count galaxies.
+    assert report["n_views"] == 2 * report["n_galaxies"], report["n_galaxies"]
+    assert report["tests"]["sbc_ks"]["n"] == report["n_galaxies"]
+    assert report["tests"]["coverage_tolerance"]["method"] == "block_bootstrap"
     assert report["max_abs_coverage_error"] < 0.2, report["max_abs_coverage_error"]
     assert (tmp_path / "cal" / "coverage.png").stat().st_size > 0
     other = write_toy_dataset(tmp_path / "other.h5", 30, seed=5)

@@ -162,6 +162,8 @@ def test_small_grid_end_to_end_and_cached_cells_are_reused(
     assert {r["relation"] for r in rows} == {"fixed", "cross", "union"}
     for r in rows:
         assert 0 <= float(r["rmse"]) < 1 and r["verdict"]
+        # Judged by galaxy (4 views each), the same rule as `sbi-exsitu calibrate`.
+        assert int(r["n_galaxies"]) * 4 == int(r["n"]), r
         assert 0 <= float(r["flag_rate"]) <= 1
     misspec = list(csv.DictReader((root / "misspecification.csv").open()))
     assert len(misspec) == 4 and all(0 <= float(m["auc"]) <= 1 for m in misspec)
@@ -190,6 +192,10 @@ def test_small_grid_end_to_end_and_cached_cells_are_reused(
     monkeypatch.setattr("sbi_exsitu.training.fit.fit", no_fit)
     test_json = cell / "tests" / "eagle-like.json"
     before = json.loads(test_json.read_text())
+    cal = before["calibration"]
+    assert cal["n_views"] == before["n"] == 4 * cal["n_galaxies"]
+    assert cal["tests"]["coverage_tolerance"]["method"] == "block_bootstrap"
+    assert cal["tests"]["sbc_ks"]["n"] == cal["n_galaxies"]
     test_json.unlink()
     res = runner.invoke(app, ["crosstest", str(config), "--quiet", "--no-plots"])
     assert res.exit_code == 0, res.output

@@ -2,7 +2,22 @@
 
 Shapes: ``samples`` ``(n_obs, S, D)`` posterior draws per test observation,
 ``truths`` ``(n_obs, D)`` the parameters that generated each observation, log-densities
-``(n_obs, S)`` for the draws and ``(n_obs,)`` for the truths.
+``(n_obs, S)`` for the draws and ``(n_obs,)`` for the truths, ``groups`` ``(n_obs,)``
+the galaxy each observation (view) is of.
+
+Views of one galaxy share its truth and most of its information, so they are not
+independent observations; a test that counts views overstates its sample size by
+up to the number of views per galaxy. The galaxy-aware statistics are:
+
+- :func:`bootstrap_coverage`: coverage curves of a block bootstrap by galaxy
+  (galaxies resampled with replacement, each with all its views), which gives the
+  scatter of the all-view coverage curve honestly;
+- :func:`one_view_per_group` + :func:`sbc_pvalues` per pick + :func:`median_pvalue`:
+  the SBC KS test on one random view per galaxy (independent observations),
+  repeated over picks and combined by twice the median p-value, which is a valid
+  p-value under any dependence between the picks (Meinshausen et al. 2009);
+- :func:`pit_bias_zscores` with ``groups``: the mean-PIT z-score with a
+  cluster-robust (by galaxy) standard error on all views.
 
 References:
     Talts et al. (2018), "Validating Bayesian Inference Algorithms with
@@ -12,6 +27,10 @@ References:
     of highest-posterior-density regions).
     Lemos et al. (2023), "Sampling-Based Accuracy Testing of Posterior Estimators for
     General Inference", arXiv:2302.03026 (TARP).
+    Meinshausen, Meier & Bühlmann (2009), "P-values for high-dimensional
+    regression", JASA 104:1671 (quantile aggregation of dependent p-values).
+    Cameron & Miller (2015), "A Practitioner's Guide to Cluster-Robust
+    Inference", J. Human Resources 50:317 (cluster-robust standard errors).
 
 Example:
     >>> import numpy as np
@@ -39,11 +58,15 @@ from scipy.integrate import trapezoid
 
 __all__ = [
     "TarpResult",
+    "bootstrap_coverage",
     "coverage_area",
     "coverage_band",
     "expected_coverage",
+    "group_codes",
     "hpd_credibility",
     "max_coverage_error",
+    "median_pvalue",
+    "one_view_per_group",
     "pit_bias_zscores",
     "pit_values",
     "sbc_c2st",
@@ -156,23 +179,134 @@ def sbc_c2st(
     return {k: [float(v) for v in torch.atleast_1d(t)] for k, t in out.items()}
 
 
-def pit_bias_zscores(pit: np.ndarray) -> np.ndarray:
+def group_codes(groups: np.ndarray | None, n_obs: int) -> np.ndarray:
+    """``(n_obs,)`` codes ``0..G-1`` of each observation's group (galaxy).
+
+    ``None`` makes every observation its own group (independent observations).
+    """
+    if groups is None:
+        return np.arange(n_obs)
+    groups = np.asarray(groups)
+    if groups.shape != (n_obs,):
+        raise ValueError(
+            f"groups has shape {groups.shape}, expected ({n_obs},): one galaxy id "
+            "per observation"
+        )
+    return np.unique(groups, return_inverse=True)[1].reshape(-1)
+
+
+def pit_bias_zscores(pit: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     """z-score of the mean PIT against 0.5, per parameter (a location test).
 
     Under- and over-dispersed posteriors keep the PIT symmetric about 0.5; a
     posterior shifted relative to the truth moves its mean, so this separates bias
-    from a width error. Uses the sample standard deviation of the PIT, which stays
-    honest when the PIT is not uniform.
+    from a width error. The standard error is the empirical one, which stays
+    honest when the PIT is not uniform; with ``groups`` it is cluster-robust
+    (Cameron & Miller 2015): residuals are summed within each galaxy first, so
+    ``V`` near-identical views count as one galaxy, not as ``V`` observations.
 
     Args:
         pit: ``(n_obs, D)`` PIT values.
+        groups: ``(n_obs,)`` galaxy ids; ``None`` = independent observations.
 
     Returns:
         ``(D,)`` z-scores; ``|z| > 3`` flags a shift.
+
+    Example:
+        >>> pit = np.repeat(np.linspace(0.05, 0.55, 50), 4)[:, None]  # 4 views each
+        >>> z_views, z_gal = pit_bias_zscores(pit), pit_bias_zscores(pit, pit[:, 0])
+        >>> round(float(z_views[0] / z_gal[0]), 1)  # sqrt(4) too confident
+        2.0
     """
     pit = np.asarray(pit, dtype=float)
-    se = pit.std(axis=0, ddof=1) / np.sqrt(pit.shape[0])
-    return (pit.mean(axis=0) - 0.5) / np.maximum(se, 1e-12)
+    n = pit.shape[0]
+    codes = group_codes(groups, n)
+    n_groups = int(codes.max()) + 1
+    resid = pit - pit.mean(axis=0)
+    sums = np.zeros((n_groups, pit.shape[1]))
+    np.add.at(sums, codes, resid)
+    # G/(G-1) small-sample factor: equals the ddof=1 variance for singleton groups.
+    var = (sums**2).sum(axis=0) / n**2 * n_groups / max(n_groups - 1, 1)
+    return (pit.mean(axis=0) - 0.5) / np.maximum(np.sqrt(var), 1e-12)
+
+
+def one_view_per_group(
+    groups: np.ndarray, n_picks: int, *, seed: int = 0
+) -> np.ndarray:
+    """``(n_picks, G)`` observation indices, one random view of every galaxy each.
+
+    Args:
+        groups: ``(n_obs,)`` galaxy id of each observation.
+        n_picks: how many independent random picks.
+        seed: seeds the picks.
+
+    Returns:
+        Row ``r`` holds one observation index per galaxy (galaxies in sorted order).
+
+    Example:
+        >>> one_view_per_group(np.array([7, 7, 3]), 2, seed=0)[:, 0]
+        array([2, 2])
+    """
+    codes = group_codes(groups, len(groups))
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rng = np.random.default_rng(seed)
+    offsets = np.floor(rng.random((n_picks, counts.size)) * counts).astype(int)
+    return order[starts + offsets]
+
+
+def median_pvalue(pvalues: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Twice the median of dependent p-values, capped at 1: itself a valid p-value.
+
+    The median of p-values over correlated repetitions (here: random picks of
+    one view per galaxy) is not a p-value, but ``min(1, 2 * median)`` is, under
+    any dependence between them (Meinshausen, Meier & Bühlmann 2009, quantile
+    aggregation with gamma = 1/2).
+
+    Example:
+        >>> float(median_pvalue(np.array([0.01, 0.02, 0.9])))
+        0.04
+    """
+    return np.minimum(1.0, 2.0 * np.median(np.asarray(pvalues), axis=axis))
+
+
+def bootstrap_coverage(
+    credibility: np.ndarray,
+    groups: np.ndarray | None,
+    levels: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Coverage curves of a block bootstrap by galaxy, ``(n_boot, L)``.
+
+    Each replicate draws ``G`` galaxies with replacement and takes every view of
+    each, so the replicates' scatter around the observed curve includes the
+    correlation between views of one galaxy.
+
+    Args:
+        credibility: ``(n_obs,)`` from :func:`hpd_credibility`.
+        groups: ``(n_obs,)`` galaxy ids; ``None`` = independent observations.
+        levels: ``(L,)`` credible levels.
+        n_boot: bootstrap replicates.
+        seed: seeds the resampling.
+
+    Returns:
+        ``(n_boot, L)`` coverage curves.
+    """
+    cred = np.asarray(credibility, dtype=float)
+    levels = np.asarray(levels, dtype=float)
+    codes = group_codes(groups, cred.size)
+    n_groups = int(codes.max()) + 1
+    inside = (cred[:, None] <= levels[None, :]).astype(float)  # (n_obs, L)
+    per_group = np.zeros((n_groups, levels.size))
+    np.add.at(per_group, codes, inside)
+    views = np.bincount(codes, minlength=n_groups).astype(float)
+    rng = np.random.default_rng(seed)
+    # Multinomial counts = how often each galaxy is drawn in a replicate.
+    weights = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), n_boot)
+    return (weights @ per_group) / (weights @ views)[:, None]
 
 
 def hpd_credibility(

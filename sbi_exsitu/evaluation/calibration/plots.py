@@ -42,6 +42,9 @@ def plot_coverage(
     n_obs: int | None = None,
     label: str = "posterior",
     note: str | None = None,
+    band: np.ndarray | None = None,
+    n_galaxies: int | None = None,
+    tolerance: float | None = None,
 ) -> Figure:
     """Expected HPD coverage against credible level (like paper 001 fig. 11).
 
@@ -50,22 +53,40 @@ def plot_coverage(
         coverage: ``(L,)`` empirical coverage of the posterior (or ensemble).
         member_coverage: ``(K, L)`` per-member curves; ``K > 1`` draws their median
             and middle-68% band.
-        n_obs: number of test observations; draws the 95% pointwise binomial
-            scatter expected of a calibrated posterior.
+        n_obs: number of test observations (views); without ``band``, draws the
+            95% pointwise binomial scatter expected of a calibrated posterior
+            with that many independent observations.
         label: legend label of ``coverage``.
         note: text for the lower-right corner, e.g. the verdict.
+        band: ``(2, L)`` the 95% pointwise scatter of a calibrated curve, e.g.
+            the galaxy block bootstrap of :func:`~.verdict.judge`; drawn instead
+            of the binomial one and labelled with ``n_galaxies``.
+        n_galaxies: how many galaxies the ``band`` counts.
+        tolerance: the verdict's tolerance; drawn as dotted lines ``α ± tol``.
 
     Returns:
         The figure.
     """
     fig, ax = plt.subplots(figsize=(5.2, 5))
     ax.plot([0, 1], [0, 1], ls="--", c="k", lw=1, label="perfect calibration")
-    if n_obs:
+    if band is None and n_obs:
         half = 1.96 * np.sqrt(levels * (1 - levels) / n_obs)
+        band = np.stack([levels - half, levels + half])
+    if band is not None:
+        # Views of one galaxy are correlated: say which n the band counts.
+        if n_galaxies is not None and n_galaxies != n_obs:
+            what = f"by galaxy, {n_galaxies} galaxies / {n_obs} views"
+        else:
+            what = f"n={n_obs or n_galaxies}"
         ax.fill_between(
-            levels, levels - half, levels + half, color="0.85",
-            label=f"95% scatter if calibrated (n={n_obs})",
+            levels, band[0], band[1], color="0.85",
+            label=f"95% scatter if calibrated ({what})",
         )  # fmt: skip
+    if tolerance is not None:
+        for sign in (-1, 1):
+            ax.plot(levels, np.clip(levels + sign * tolerance, 0, 1), c="0.5",
+                    ls=":", lw=1, label=f"verdict tolerance ±{tolerance:.3f}"
+                    if sign > 0 else None)  # fmt: skip
     if member_coverage is not None and len(member_coverage) > 1:
         lo, med, hi = coverage_band(member_coverage)
         k = len(member_coverage)

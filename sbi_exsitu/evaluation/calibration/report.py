@@ -5,6 +5,12 @@ vectorised call), evaluates log-densities of the draws and the truths, and hands
 arrays to :meth:`CalibrationReport.from_arrays`, which computes SBC ranks and
 p-values, HPD expected coverage (per ensemble member too), PIT, TARP and a verdict.
 
+Views of one galaxy are not independent observations: pass their galaxy ids as
+``groups`` (:func:`calibrate_dataset` reads ``labels["galaxy_id"]``) and the SBC
+test, the PIT-location test, the coverage band and the verdict tolerance count
+galaxies (:func:`~.verdict.judge`); the JSON states which ``n`` each number uses.
+TARP and the coverage curve itself use every view.
+
 References:
     Hermans et al. (2021), arXiv:2110.06581; Talts et al. (2018), arXiv:1804.06788;
     Lemos et al. (2023), arXiv:2302.03026.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,15 +51,12 @@ from sbi_exsitu.atomic import atomic_write_text, check_output_path
 from sbi_exsitu.evaluation.calibration import metrics as M
 from sbi_exsitu.evaluation.calibration import plots
 from sbi_exsitu.evaluation.calibration.protocol import PosteriorLike
-from sbi_exsitu.evaluation.calibration.verdict import (
-    VERDICT_RULE,
-    coverage_tolerance,
-    verdict,
-)
+from sbi_exsitu.evaluation.calibration.verdict import VERDICT_RULE, Judgement, judge
 
 __all__ = ["CalibrationReport", "calibrate", "calibrate_dataset"]
 
-SCHEMA = "sbi-exsitu/calibration/1"
+SCHEMA = "sbi-exsitu/calibration/2"  # 2: galaxy-aware tests (n_galaxies, "n" per test)
+log = logging.getLogger(__name__)
 
 
 def _r(x: Any, nd: int = 6) -> Any:
@@ -70,7 +74,8 @@ class CalibrationReport:
 
     Attributes:
         param_names: the ``D`` parameters.
-        n_observations: test observations.
+        n_observations: test observations (views).
+        n_galaxies: distinct galaxies among them (what the tests count).
         n_posterior_draws: posterior draws per observation.
         n_hpd_draws: of which had their log-density evaluated for HPD coverage.
         levels: ``(L,)`` credible levels of the coverage curve.
@@ -80,13 +85,16 @@ class CalibrationReport:
         credibility: ``(n_obs,)`` HPD level at which each truth enters.
         ranks: ``(n_obs, D)`` SBC ranks.
         pit: ``(n_obs, D)`` PIT values.
-        sbc_ks_pvalues: ``(D,)`` SBC uniformity p-values.
-        pit_bias_z: ``(D,)`` mean-PIT z-scores (location test).
+        sbc_ks_pvalues: ``(D,)`` SBC uniformity p-values (one view per galaxy,
+            combined over picks; see :func:`~.verdict.judge`).
+        pit_bias_z: ``(D,)`` mean-PIT z-scores (location test, cluster-robust).
         tarp: TARP curve, ATC and KS p-value.
         coverage_area: signed ``∫ (coverage - α) dα``; negative = overconfident.
         max_abs_coverage_error: ``max |coverage - α|``.
         coverage_tolerance: the tolerance the verdict used.
         verdict: see :mod:`sbi_exsitu.evaluation.calibration.verdict`.
+        judgement: the galaxy-aware statistics behind the verdict (``n`` and
+            method of each, the coverage band).
         verdict_rule: the rule, in words.
         c2st: sbi ``check_sbc`` C2ST results, if requested.
         seed: the seed everything random derived from.
@@ -96,6 +104,7 @@ class CalibrationReport:
 
     param_names: list[str]
     n_observations: int
+    n_galaxies: int
     n_posterior_draws: int
     n_hpd_draws: int
     levels: np.ndarray
@@ -111,6 +120,7 @@ class CalibrationReport:
     max_abs_coverage_error: float
     coverage_tolerance: float
     verdict: str
+    judgement: Judgement
     verdict_rule: str = VERDICT_RULE
     c2st: dict[str, list[float]] | None = None
     seed: int = 0
@@ -130,6 +140,7 @@ class CalibrationReport:
         levels: int | np.ndarray = 101,
         seed: int = 0,
         c2st: bool = False,
+        groups: np.ndarray | None = None,
     ) -> CalibrationReport:
         """Compute every metric from precomputed draws and log-densities.
 
@@ -145,6 +156,8 @@ class CalibrationReport:
             levels: credible levels, or how many evenly spaced ones.
             seed: seeds TARP's reference points and (with ``c2st``) the C2ST.
             c2st: also run sbi's ``check_sbc`` C2ST tests (~6 s per parameter).
+            groups: ``(n_obs,)`` galaxy id of each observation; ``None`` treats
+                every observation as its own galaxy.
 
         Returns:
             The report.
@@ -157,11 +170,11 @@ class CalibrationReport:
         if np.isnan(log_prob_samples).any() or np.isnan(log_prob_truths).any():
             raise ValueError("NaN log-densities; cannot rank draws against truths")
         ranks = M.sbc_ranks(samples, truths)
-        pit = ranks / n_draws
-        pvals = M.sbc_pvalues(ranks, n_draws)
-        bias = M.pit_bias_zscores(pit)
         cred = M.hpd_credibility(log_prob_samples, log_prob_truths)
         lv, cov = M.expected_coverage(cred, levels)
+        # Child seeds: TARP keeps `seed` itself; the bootstrap and picks get a child.
+        j_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+        j = judge(ranks, n_draws, cred, lv, groups, seed=j_seed)
         members = [cov] if member_credibility is None else [
             M.expected_coverage(c, lv)[1] for c in member_credibility
         ]  # fmt: skip
@@ -174,6 +187,7 @@ class CalibrationReport:
         return cls(
             param_names=list(param_names),
             n_observations=n_obs,
+            n_galaxies=j.n_galaxies,
             n_posterior_draws=n_draws,
             n_hpd_draws=np.shape(log_prob_samples)[1],
             levels=lv,
@@ -181,14 +195,15 @@ class CalibrationReport:
             member_coverage=np.stack(members),
             credibility=cred,
             ranks=ranks,
-            pit=pit,
-            sbc_ks_pvalues=pvals,
-            pit_bias_z=bias,
+            pit=ranks / n_draws,
+            sbc_ks_pvalues=j.sbc_pvalues,
+            pit_bias_z=j.pit_bias_z,
             tarp=tarp,
             coverage_area=area,
             max_abs_coverage_error=err,
-            coverage_tolerance=coverage_tolerance(n_obs),
-            verdict=verdict(area, err, sbc_pvalues=pvals, pit_bias=bias, n_obs=n_obs),
+            coverage_tolerance=j.tolerance,
+            verdict=j.verdict,
+            judgement=j,
             c2st=c2st_out,
             seed=seed,
             timings={"metrics": time.perf_counter() - t0},
@@ -206,13 +221,16 @@ class CalibrationReport:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary (curves, p-values, verdict; no per-obs arrays)."""
         lo, med, hi = M.coverage_band(self.member_coverage)
-        names = self.param_names
+        names, j = self.param_names, self.judgement
         return {
             "schema": SCHEMA,
             "verdict": self.verdict,
             "verdict_rule": self.verdict_rule,
             "param_names": names,
             "n_observations": self.n_observations,
+            "n_views": self.n_observations,
+            "n_galaxies": self.n_galaxies,
+            "tests": j.describe(names),
             "n_posterior_draws": self.n_posterior_draws,
             "n_hpd_draws": self.n_hpd_draws,
             "max_abs_coverage_error": _r(self.max_abs_coverage_error),
@@ -270,6 +288,8 @@ class CalibrationReport:
             "coverage": plots.plot_coverage(
                 self.levels, self.coverage, member_coverage=self.member_coverage,
                 n_obs=self.n_observations, note=self.verdict,
+                band=self.judgement.coverage_band, n_galaxies=self.n_galaxies,
+                tolerance=self.coverage_tolerance,
             ),
             "sbc": plots.plot_sbc(
                 self.ranks, self.n_posterior_draws, param_names=names,
@@ -355,6 +375,7 @@ def calibrate(
     levels: int | np.ndarray = 101,
     c2st: bool = False,
     progress: bool = True,
+    groups: np.ndarray | None = None,
 ) -> CalibrationReport:
     """Calibrate ``posterior`` on test observations with known truths.
 
@@ -378,10 +399,19 @@ def calibrate(
         levels: credible levels, or how many evenly spaced ones.
         c2st: also run sbi's ``check_sbc`` C2ST tests (slow).
         progress: show progress bars.
+        groups: ``(n_obs,)`` galaxy id of each observation, so that views of one
+            galaxy count once in the tests; ``None`` treats every observation as
+            its own galaxy (logged, since it overstates n for multi-view data).
 
     Returns:
         The :class:`CalibrationReport`.
     """
+    if groups is None:
+        log.info(
+            "calibrate: no groups= given; treating each of the %d observations as "
+            "its own galaxy (pass galaxy ids if several are views of one galaxy)",
+            len(maps),
+        )
     names = list(posterior.param_names)
     truths = np.asarray(truths, dtype=float)
     if truths.ndim == 1:
@@ -423,6 +453,7 @@ def calibrate(
     report = CalibrationReport.from_arrays(
         samples, truths, lp_s, lp_t, param_names=names,
         member_credibility=member_cred, levels=levels, seed=seeds[1], c2st=c2st,
+        groups=groups,
     )  # fmt: skip
     report.seed = seed
     report.timings = {**timings, **report.timings}
@@ -439,7 +470,8 @@ def calibrate_dataset(
     """:func:`calibrate` on (a subset of) a
     :class:`~sbi_exsitu.data.dataset.MapDataset`.
 
-    Truths are the dataset labels named by ``posterior.param_names``.
+    Truths are the dataset labels named by ``posterior.param_names``; the views
+    are grouped by ``labels["galaxy_id"]`` when the dataset has it.
 
     Args:
         posterior: any :class:`~.protocol.PosteriorLike`.
@@ -468,4 +500,6 @@ def calibrate_dataset(
     truths = np.stack(
         [np.asarray(dataset.labels[n])[idx] for n in posterior.param_names], axis=1
     )
+    if "galaxy_id" in dataset.labels:
+        kwargs.setdefault("groups", np.asarray(dataset.labels["galaxy_id"])[idx])
     return calibrate(posterior, dataset.maps(idx), truths, **kwargs)

@@ -204,9 +204,11 @@ def _test_cell(
     lp_s = posterior.log_prob(samples, maps)
     lp_t = posterior.log_prob(truth, maps)
     summary = posterior.summarize(maps, samples=samples)
+    # Galaxy ids: views of one galaxy count once, as in `sbi-exsitu calibrate`.
     report = CalibrationReport.from_arrays(
-        samples, truth, lp_s, lp_t, param_names=names, seed=seed
-    )
+        samples, truth, lp_s, lp_t, param_names=names, seed=seed,
+        groups=labels["galaxy_id"],
+    )  # fmt: skip
     d = names.index("f_ex")
     metrics = evaluate(
         summary.median[:, d],
@@ -239,6 +241,9 @@ def _test_cell(
             k: cal[k]
             for k in (
                 "verdict",
+                "n_views",
+                "n_galaxies",
+                "tests",
                 "max_abs_coverage_error",
                 "coverage_area",
                 "sbc_min_pvalue",

@@ -39,6 +39,7 @@ TABLE_COLUMNS = (
     "channels",
     "aperture",
     "n",
+    "n_galaxies",
     "bias",
     "scatter",
     "rmse",
@@ -62,6 +63,8 @@ def table_row(res: dict[str, Any], auc: float) -> dict[str, Any]:
         "channels": res["channels"],
         "aperture": aperture_label(res["aperture"]),
         "n": res["n"],
+        # The verdict counts galaxies (views of one galaxy are correlated).
+        "n_galaxies": cal.get("n_galaxies"),
         "bias": o["bias"],
         "scatter": o["scatter"],
         "rmse": o["rmse"],
