@@ -20,13 +20,53 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from sbi_exsitu.data.compatibility import check_render_config
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
 from sbi_exsitu.runs import RunDirectory
 
-__all__ = ["Posterior"]
+__all__ = ["CorruptWeightsError", "Posterior", "check_finite_state"]
+
+
+class CorruptWeightsError(ValueError):
+    """A saved weights file holds NaN or infinite values: the run must be re-trained."""
+
+
+def check_finite_state(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a loaded state dict with a NaN or infinite floating-point tensor.
+
+    Such weights (a diverged or damaged run) make every draw NaN, which sbi's
+    rejection sampling never accepts (it hangs) and the map decoder passes on
+    silently.
+
+    Args:
+        state: the loaded ``state_dict``.
+        path: the file it came from, for the message.
+
+    Example:
+        >>> check_finite_state({"w": torch.tensor([1.0, float("nan")])}, "w.pt")
+        Traceback (most recent call last):
+        ...
+        sbi_exsitu.posteriors.base.CorruptWeightsError: w.pt: tensor(s) ['w'] \
+hold NaN or infinite values (training diverged or the file is damaged); \
+re-train the run with `sbi-exsitu fit CONFIG --overwrite`
+    """
+    bad = [
+        key
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        shown = bad[:3] + (["..."] if len(bad) > 3 else [])
+        raise CorruptWeightsError(
+            f"{path}: tensor(s) {shown} hold NaN or infinite values (training "
+            "diverged or the file is damaged); re-train the run with "
+            "`sbi-exsitu fit CONFIG --overwrite`"
+        )
 
 
 class Posterior(ABC):

@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from sbi_exsitu.data.compatibility import (
+    ObservationError,
+    check_sampling_size,
+    iter_observations,
+)
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.tables import TABLE_SUFFIXES, write_table
 
@@ -54,8 +59,11 @@ def predict(
 
     Raises:
         RenderConfigMismatch: the maps were rendered with another config.
+        ObservationError: the dataset is empty, or a map holds NaN/inf.
+        SamplingLimitError: ``num_samples`` < 1 or the draws cannot fit.
     """
     from sbi_exsitu.posteriors import load_posterior
+    from sbi_exsitu.posteriors.scalar import SamplingError
 
     post = load_posterior(run_dir, device=device)
     is_map = post.kind == "map"
@@ -76,8 +84,17 @@ def predict(
         raise ValueError(f"{out}: --samples needs an HDF5 output (.h5)")
     with MapDataset(maps_path) as ds:
         post.check_render_config(ds.render_config, where=str(ds.path))
+        if len(ds) == 0:
+            raise ObservationError(f"{ds.path}: the dataset holds no samples")
+        # Up front, not after hours of sampling: one batch of draws is held at
+        # a time, all of them with --samples.
+        per_draw = ds.shape[1] * ds.shape[2] if is_map else len(post.param_names)
+        n_held = len(ds) if save_samples else min(batch_size, len(ds))
+        hint = "drop --samples" if save_samples else "lower --batch-size"
+        check_sampling_size(n_held, num_samples, per_draw, hint=hint)
         chunks, summaries, mean_maps, std_maps = [], [], [], []
-        batches = ds.iter_batches(batch_size=batch_size)
+        # Checked batches: a NaN is named by its index in the dataset.
+        batches = iter_observations(ds, batch_size)
         if progress:
             from tqdm.auto import tqdm
 
@@ -87,8 +104,12 @@ def predict(
                 desc="predicting",
                 unit="batch",
             )
-        for i, (_, x) in enumerate(batches):
-            s = post.sample(x, num_samples, seed=seed + i)
+        for i, (start, x) in enumerate(batches):
+            try:
+                s = post.sample(x, num_samples, seed=seed + i)
+            except SamplingError as err:  # name the sample in the file
+                msg = f"{ds.path}, batch from sample {start}: {err}"
+                raise SamplingError(msg) from None
             flags = {} if detector is None else {"misspecification": detector}
             summary = post.summarize(x, samples=s, **flags)
             summaries.append(summary.to_columns())
