@@ -8,8 +8,10 @@ and loading (``state_dict`` + JSON, never pickle).
 
 The ensemble is the uniform mixture p(θ|x) = (1/K) Σ_k p_k(θ|x), the same
 density as sbi's ``EnsemblePosterior`` with equal weights; we mix by hand
-because the members' ``sample_batched``/``log_prob_batched`` vectorise over
-observations and the ensemble class does not.
+because the members' flows vectorise over observations and the ensemble class
+does not. Draws come from each flow directly, without sbi's rejection step: the
+flow ends in a sigmoid onto the prior box, so there is nothing to reject, and
+rejection waited forever on NaN draws (see :meth:`ExSituPosterior.sample`).
 
 Example:
     >>> import sbi_exsitu as sx                                  # doctest: +SKIP
