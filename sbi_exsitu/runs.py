@@ -34,6 +34,8 @@ from typing import Any
 from sbi_exsitu.atomic import atomic_save, atomic_write_json, atomic_write_text
 
 __all__ = [
+    "CorruptWeightsError",
+    "check_finite_state",
     "CONFIG_FILE",
     "MODEL_FILE",
     "RENDER_CONFIG_FILE",
@@ -89,6 +91,48 @@ def save_state_dict(path: str | Path, state: Mapping[str, Any]) -> Path:
     return path
 
 
+class CorruptWeightsError(ValueError):
+    """A saved weights file holds NaN or infinite values: the run must be re-trained."""
+
+
+def check_finite_state(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a loaded state dict with a NaN or infinite floating-point tensor.
+
+    Such weights (a diverged or damaged run) make every draw NaN, which sbi's
+    rejection sampling never accepts (it hangs) and the map decoder passes on
+    silently.
+
+    Args:
+        state: the loaded ``state_dict``.
+        path: the file it came from, for the message.
+
+    Example:
+        >>> import torch
+        >>> check_finite_state({"w": torch.tensor([1.0, float("nan")])}, "w.pt")
+        Traceback (most recent call last):
+        ...
+        sbi_exsitu.runs.CorruptWeightsError: w.pt: tensor(s) ['w'] \
+hold NaN or infinite values (training diverged or the file is damaged); \
+re-train the run with `sbi-exsitu fit CONFIG --overwrite`
+    """
+    import torch
+
+    bad = [
+        key
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        shown = bad[:3] + (["..."] if len(bad) > 3 else [])
+        raise CorruptWeightsError(
+            f"{path}: tensor(s) {shown} hold NaN or infinite values (training "
+            "diverged or the file is damaged); re-train the run with "
+            "`sbi-exsitu fit CONFIG --overwrite`"
+        )
+
+
 def load_state_dict(
     path: str | Path, map_location: Any = "cpu", what: str = "weights"
 ) -> dict[str, Any]:
@@ -116,6 +160,7 @@ def load_state_dict(
         raise StateFileError(
             f"{path}: holds a {type(state).__name__}, expected a state dict"
         )
+    check_finite_state(state, path)
     return state
 
 

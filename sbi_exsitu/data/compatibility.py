@@ -7,6 +7,11 @@ maps rendered with another :class:`~sbi_exsitu.data.render.RenderConfig`, naming
 every difference: a posterior applied to maps of another resolution, channel
 set or normalisation returns confident nonsense, not an error.
 
+The same module holds the one set of checks both posteriors run before any
+sampling (issue #14, "nothing hangs, nothing silently wrong"): no empty input, no
+integer maps, no NaN/inf (also in every batch streamed from a dataset, naming the
+sample index), a positive ``num_samples`` and a result that fits in memory.
+
 Example:
     >>> import numpy as np
     >>> from sbi_exsitu.data.render import RenderConfig
@@ -17,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,11 +31,29 @@ import numpy as np
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
 
-__all__ = ["RenderConfigMismatch", "as_observation_maps", "check_render_config"]
+__all__ = [
+    "ObservationError",
+    "RenderConfigMismatch",
+    "SamplingLimitError",
+    "as_observation_maps",
+    "available_memory",
+    "check_finite_maps",
+    "check_render_config",
+    "check_sampling_size",
+    "iter_observations",
+]
 
 
 class RenderConfigMismatch(ValueError):
     """Maps were rendered differently from the maps the posterior was trained on."""
+
+
+class ObservationError(ValueError):
+    """Observation maps that cannot be sampled from: empty, integer, NaN or inf."""
+
+
+class SamplingLimitError(ValueError):
+    """``num_samples`` is not positive, or the draws would not fit in memory."""
 
 
 def check_render_config(
@@ -64,14 +89,36 @@ def as_observation_maps(
 
     Raises:
         RenderConfigMismatch: another render config, or the wrong shape.
-        ValueError: NaN or infinite values.
+        ObservationError: no observations, integer maps, or NaN/inf values (a
+            dataset's values are checked batch by batch by
+            :func:`iter_observations`).
     """
     if isinstance(maps, MapDataset):
         check_render_config(trained, maps.render_config, where=str(maps.path))
+        if len(maps) == 0:
+            raise ObservationError(
+                f"{maps.path}: the dataset holds no samples (n_complete = 0); "
+                "render or simulate into it first"
+            )
         return maps
     if render_config is not None:
         check_render_config(trained, render_config)
-    arr = np.asarray(maps, dtype=np.float32)
+    raw = np.asarray(maps)
+    if raw.dtype.kind not in "fc" and raw.size:
+        # Rendered maps are floats (log surface densities, velocities); integers
+        # mean quantised images (e.g. 0..255), whose numbers are not the
+        # training maps' numbers: converting would give shifted answers.
+        raise ObservationError(
+            f"maps have dtype {raw.dtype}, expected floating-point maps as "
+            "written by the renderer; pass the rendered float maps (not an "
+            "image export), or .astype(np.float32) if the integers are the "
+            "physical values"
+        )
+    if raw.size == 0:
+        raise ObservationError(
+            f"maps have shape {raw.shape}: no observations to sample from"
+        )
+    arr = np.asarray(raw, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[None]
     if arr.shape[1:] != tuple(x_shape):
@@ -80,6 +127,107 @@ def as_observation_maps(
             f"{tuple(x_shape)} (channels {list(trained.channels)} at "
             f"{trained.resolution} px)"
         )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("maps contain NaN or infinite values")
+    check_finite_maps(arr, "maps")
     return arr
+
+
+def check_finite_maps(maps: np.ndarray, where: str, indices: Any = None) -> None:
+    """Raise :class:`ObservationError` naming the first sample with NaN or inf.
+
+    Args:
+        maps: (n, ...) a batch of maps.
+        where: what they are (a file name), for the message.
+        indices: the sample index of each row (default 0..n-1).
+
+    Example:
+        >>> check_finite_maps(np.array([[0.0], [np.nan]]), "maps")
+        Traceback (most recent call last):
+        ...
+        sbi_exsitu.data.compatibility.ObservationError: maps: sample 1 has 1 NaN \
+or infinite value(s) (field 'maps', expected finite numbers); fix or drop that \
+sample before sampling
+    """
+    bad = ~np.isfinite(maps.reshape(len(maps), -1))
+    rows = np.flatnonzero(bad.any(axis=1))
+    if rows.size:
+        i = rows[0]
+        index = int(i if indices is None else np.asarray(indices)[i])
+        more = f" (and {rows.size - 1} more samples)" if rows.size > 1 else ""
+        raise ObservationError(
+            f"{where}: sample {index} has {int(bad[i].sum())} NaN or infinite "
+            f"value(s){more} (field 'maps', expected finite numbers); fix or drop "
+            "that sample before sampling"
+        )
+
+
+def iter_observations(
+    maps: np.ndarray | MapDataset, batch_size: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, batch)`` of checked (B, C, H, W) float32 observations.
+
+    Arrays were checked whole by :func:`as_observation_maps`; every batch
+    streamed from a dataset is checked here, as it is read.
+    """
+    if isinstance(maps, MapDataset):
+        start = 0
+        for idx, x in maps.iter_batches(batch_size=batch_size):
+            check_finite_maps(x, str(maps.path), idx)
+            yield start, np.asarray(x, dtype=np.float32)
+            start += len(x)
+    else:
+        for start in range(0, len(maps), batch_size):
+            yield start, maps[start : start + batch_size]
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process now (None if unknown)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_sampling_size(
+    n_obs: int, num_samples: Any, values_per_draw: int, *, hint: str = ""
+) -> None:
+    """Refuse a ``num_samples`` that is not positive or whose draws cannot fit.
+
+    The draws are ``n_obs * num_samples * values_per_draw`` float32 values,
+    held at once; refusing up front beats swapping for an hour, then dying.
+
+    Args:
+        n_obs: observations sampled in one call.
+        num_samples: draws per observation.
+        values_per_draw: D for a scalar posterior, H * W for a map posterior.
+        hint: how else to get the draws, appended to the message.
+
+    Example:
+        >>> check_sampling_size(10, 0, 1)
+        Traceback (most recent call last):
+        ...
+        sbi_exsitu.data.compatibility.SamplingLimitError: num_samples is 0, \
+expected a positive integer (e.g. 1000)
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
+        raise SamplingLimitError(
+            f"num_samples is {num_samples!r}, expected a positive integer (e.g. 1000)"
+        )
+    if num_samples < 1:
+        raise SamplingLimitError(
+            f"num_samples is {num_samples}, expected a positive integer (e.g. 1000)"
+        )
+    need = 4 * int(n_obs) * int(num_samples) * int(values_per_draw)
+    avail = available_memory()
+    if avail is not None and need > avail:
+        raise SamplingLimitError(
+            f"{n_obs} observations x {num_samples} draws x {values_per_draw} "
+            f"values need {need / 2**30:.3g} GiB, more than the "
+            f"{avail / 2**30:.3g} GiB of memory available; lower num_samples"
+            + (f" or {hint}" if hint else "")
+        )

@@ -169,6 +169,7 @@ class DatasetWriter:
             maxshape=(None, c, n, n),
             chunks=(1, c, n, n),
             compression="lzf",
+            fletcher32=True,
         )
         h5.create_dataset(
             "exsitu",
@@ -177,6 +178,7 @@ class DatasetWriter:
             maxshape=(None, n, n),
             chunks=(1, n, n),
             compression="lzf",
+            fletcher32=True,
         )
         h5.create_dataset(
             "mask",
@@ -185,6 +187,7 @@ class DatasetWriter:
             maxshape=(None, n, n),
             chunks=(1, n, n),
             compression="lzf",
+            fletcher32=True,
         )
         for key in LABELS:
             h5.create_dataset(
@@ -455,7 +458,8 @@ class MapDataset:
         self, name: str, indices: Sequence[int] | np.ndarray | slice
     ) -> np.ndarray:
         if isinstance(indices, slice):
-            return self._h5[name][indices]
+            lo, hi, _ = indices.indices(self._n)
+            return self._checked_read(name, indices, lo, hi - 1)
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return np.empty((0, *self._h5[name].shape[1:]), self._h5[name].dtype)
@@ -463,7 +467,18 @@ class MapDataset:
             raise IndexError(f"{self.path}: index out of range [0, {self._n})")
         # h5py wants increasing unique indices; read those, then restore order.
         uniq, inverse = np.unique(idx, return_inverse=True)
-        return self._h5[name][uniq][inverse]
+        return self._checked_read(name, uniq, int(uniq[0]), int(uniq[-1]))[inverse]
+
+    def _checked_read(self, name: str, sel: Any, lo: int, hi: int) -> np.ndarray:
+        # A damaged chunk fails its checksum (fletcher32) or its decompression
+        # inside HDF5; say which file and samples instead of a bare OSError.
+        try:
+            return self._h5[name][sel]
+        except OSError as err:
+            raise DatasetError(
+                f"{self.path}: cannot read '/{name}' of samples {lo}..{hi}, the "
+                f"file is damaged ({err}); re-copy it or re-render the dataset"
+            ) from None
 
     def maps(self, indices: Sequence[int] | np.ndarray | slice) -> np.ndarray:
         """(n, C, H, W) float32 observation maps."""

@@ -8,8 +8,10 @@ and loading (``state_dict`` + JSON, never pickle).
 
 The ensemble is the uniform mixture p(θ|x) = (1/K) Σ_k p_k(θ|x), the same
 density as sbi's ``EnsemblePosterior`` with equal weights; we mix by hand
-because the members' ``sample_batched``/``log_prob_batched`` vectorise over
-observations and the ensemble class does not.
+because the members' flows vectorise over observations and the ensemble class
+does not. Draws come from each flow directly, without sbi's rejection step: the
+flow ends in a sigmoid onto the prior box, so there is nothing to reject, and
+rejection waited forever on NaN draws (see :meth:`ExSituPosterior.sample`).
 
 Example:
     >>> import sbi_exsitu as sx                                  # doctest: +SKIP
@@ -21,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ import torch
 from sbi_exsitu.data.compatibility import (
     RenderConfigMismatch,
     as_observation_maps,
+    check_sampling_size,
+    iter_observations,
 )
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
@@ -45,8 +48,13 @@ __all__ = [
     "ExSituPosterior",
     "PosteriorSummary",
     "RenderConfigMismatch",
+    "SamplingError",
     "highest_density_intervals",
 ]
+
+
+class SamplingError(ValueError):
+    """The flow returned NaN/inf draws or draws outside the prior box."""
 
 
 class ExSituPosterior(Posterior):
@@ -114,12 +122,24 @@ class ExSituPosterior(Posterior):
         )
 
     def _batches(self, maps: np.ndarray | MapDataset, batch_size: int):
-        if isinstance(maps, MapDataset):
-            for _, x in maps.iter_batches(batch_size=batch_size):
-                yield torch.from_numpy(x)
-        else:
-            for start in range(0, len(maps), batch_size):
-                yield torch.from_numpy(maps[start : start + batch_size])
+        for _, x in iter_observations(maps, batch_size):
+            yield torch.from_numpy(x)
+
+    def _check_draws(self, d: torch.Tensor, x: torch.Tensor, start: int) -> None:
+        """Refuse (B, S, D) draws that are NaN/inf or outside the prior box."""
+        low, high = (b.to(d.device) for b in self.spec.bounds)
+        ok = (torch.isfinite(d) & (d >= low) & (d <= high)).flatten(1).all(dim=1)
+        if not bool(ok.all()):
+            i = int(torch.nonzero(~ok)[0, 0])
+            box = zip(self.param_names, low.tolist(), high.tolist(), strict=True)
+            box = ", ".join(f"{n} in [{lo:g}, {hi:g}]" for n, lo, hi in box)
+            raise SamplingError(
+                f"posterior draws for observation {start + i} are NaN, infinite "
+                f"or outside the prior box ({box}): its "
+                f"maps (max |value| {float(x[i].abs().max()):.3g}) are far outside "
+                "what this run was trained on, or its weights are broken; check "
+                "the maps' units and normalisation"
+            )
 
     @torch.no_grad()
     def sample(
@@ -145,15 +165,37 @@ class ExSituPosterior(Posterior):
 
         Returns:
             (n, num_samples, D) array; every draw lies inside the prior box.
+
+        Raises:
+            ObservationError: no maps, integer maps, or NaN/inf in a map (named
+                by its index, also when streamed from a dataset).
+            SamplingLimitError: ``num_samples`` < 1, or the draws cannot fit in
+                memory.
+            SamplingError: the flow returned NaN or out-of-box draws (maps far
+                outside the training range, e.g. a map x 1e30).
+
+        The flow draws directly from each member's density estimator, without
+        sbi's rejection step: with ``z_score_theta="transform_to_unconstrained"``
+        the flow ends in a sigmoid onto the prior box, so every draw is already
+        inside it and rejection only waited forever on NaN draws (issue #14).
+        Extreme but finite maps are not refused up front: the flow's answer is
+        checked instead, and ``predict``'s misspecification flag says how unlike
+        the training maps they are.
         """
         maps = self._as_maps(maps, render_config)
-        k = len(self._posteriors)
+        check_sampling_size(
+            len(maps),
+            num_samples,
+            len(self.param_names),
+            hint="sample the observations in parts",
+        )
+        k = len(self.estimators)
         counts = [num_samples // k + (i < num_samples % k) for i in range(k)]
         out = []
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            batches = self._batches(maps, batch_size)
+            batches = iter_observations(maps, batch_size)
             if progress:
                 from tqdm.auto import tqdm
 
@@ -163,17 +205,15 @@ class ExSituPosterior(Posterior):
                     desc="sampling",
                     unit="batch",
                 )
-            for x in batches:
-                x = x.to(self.device)
-                with warnings.catch_warnings():
-                    # sbi caps its internal batch to bound memory and says so.
-                    warnings.filterwarnings("ignore", message="Capping max_sampling")
-                    draws = [
-                        post.sample_batched((c,), x=x, show_progress_bars=False)
-                        for post, c in zip(self._posteriors, counts, strict=True)
-                        if c
-                    ]
+            for start, arr in batches:
+                x = torch.from_numpy(arr).to(self.device)
+                draws = [
+                    est.sample((c,), condition=x)  # (c, B, D)
+                    for est, c in zip(self.estimators, counts, strict=True)
+                    if c
+                ]
                 d = torch.cat(draws, dim=0).transpose(0, 1)  # (B, S, D)
+                self._check_draws(d, x, start)
                 if k > 1:  # interleave members so any prefix of draws is a mixture
                     d = d[:, torch.randperm(num_samples)]
                 out.append(d.cpu().numpy())
@@ -337,6 +377,7 @@ class ExSituPosterior(Posterior):
             FileNotFoundError: the run has no ``model.json`` (not trained, or
                 training was interrupted: re-run ``fit`` to resume).
             StateFileError: a weights file is missing or truncated.
+            CorruptWeightsError: a weights file holds NaN or inf (re-train).
         """
         run_dir = Path(run_dir)
         run = RunDirectory(run_dir)

@@ -16,6 +16,11 @@ from typing import Any
 import numpy as np
 
 from sbi_exsitu.atomic import check_output_path
+from sbi_exsitu.data.compatibility import (
+    ObservationError,
+    check_sampling_size,
+    iter_observations,
+)
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.tables import TABLE_SUFFIXES, write_table
@@ -58,8 +63,11 @@ def predict(
         OutputPathError: ``out`` is the maps file or a file of the run, or
             cannot be written (checked before any work).
         RenderConfigMismatch: the maps were rendered with another config.
+        ObservationError: the dataset is empty, or a map holds NaN/inf.
+        SamplingLimitError: ``num_samples`` < 1 or the draws cannot fit.
     """
     from sbi_exsitu.posteriors import load_posterior
+    from sbi_exsitu.posteriors.scalar import SamplingError
 
     out = Path(out)
     if out.suffix not in TABLE_SUFFIXES:
@@ -84,8 +92,17 @@ def predict(
             warnings.warn(f"no misspecification flags: {err}", stacklevel=2)
     with MapDataset(maps_path) as ds:
         post.check_render_config(ds.render_config, where=str(ds.path))
+        if len(ds) == 0:
+            raise ObservationError(f"{ds.path}: the dataset holds no samples")
+        # Up front, not after hours of sampling: one batch of draws is held at
+        # a time, all of them with --samples.
+        per_draw = ds.shape[1] * ds.shape[2] if is_map else len(post.param_names)
+        n_held = len(ds) if save_samples else min(batch_size, len(ds))
+        hint = "drop --samples" if save_samples else "lower --batch-size"
+        check_sampling_size(n_held, num_samples, per_draw, hint=hint)
         chunks, summaries, mean_maps, std_maps = [], [], [], []
-        batches = ds.iter_batches(batch_size=batch_size)
+        # Checked batches: a NaN is named by its index in the dataset.
+        batches = iter_observations(ds, batch_size)
         if progress:
             from tqdm.auto import tqdm
 
@@ -95,8 +112,12 @@ def predict(
                 desc="predicting",
                 unit="batch",
             )
-        for i, (_, x) in enumerate(batches):
-            s = post.sample(x, num_samples, seed=derive_seed(seed, "batch", i))
+        for i, (start, x) in enumerate(batches):
+            try:
+                s = post.sample(x, num_samples, seed=derive_seed(seed, "batch", i))
+            except SamplingError as err:  # name the sample in the file
+                msg = f"{ds.path}, batch from sample {start}: {err}"
+                raise SamplingError(msg) from None
             flags = {} if detector is None else {"misspecification": detector}
             summary = post.summarize(x, samples=s, **flags)
             summaries.append(summary.to_columns())

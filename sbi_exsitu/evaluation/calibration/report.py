@@ -421,6 +421,13 @@ def calibrate(
             f"truths {truths.shape} do not match {len(maps)} maps x {len(names)} "
             f"parameters {names}"
         )
+    # Found here, not after an hour of sampling as NaN log-densities.
+    bad = np.flatnonzero(~np.isfinite(truths).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"truths of {bad.size} observation(s) are NaN or infinite (first: "
+            f"observation {bad[0]}); calibrate only on labelled samples"
+        )
     ms = list(posterior.members)
     if not members or (len(ms) == 1 and ms[0] is posterior):
         ms = []
@@ -497,6 +504,13 @@ def calibrate_dataset(
             f"dataset has no label(s) {missing} for the posterior's parameters; "
             f"labels: {sorted(dataset.labels)}"
         )
+    for name in posterior.param_names:
+        if len(dataset.labels[name]) != len(dataset):
+            raise ValueError(
+                f"{getattr(dataset, 'path', 'dataset')}: label '{name}' has "
+                f"{len(dataset.labels[name])} values for {len(dataset)} maps, "
+                "expected one per map; re-write the dataset's labels"
+            )
     truths = np.stack(
         [np.asarray(dataset.labels[n])[idx] for n in posterior.param_names], axis=1
     )

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from sbi_exsitu.config.map import MapSettings
-from sbi_exsitu.data.compatibility import as_observation_maps
+from sbi_exsitu.data import compatibility as compat
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.exsitu_fraction import implied_fex, mass_weights
 from sbi_exsitu.data.render import RenderConfig
@@ -183,12 +183,13 @@ class MapPosterior(Posterior):
         render_config: RenderConfig | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Checked (n, C, H, W) maps and their (n, H, W) mask."""
-        checked = as_observation_maps(
+        checked = compat.as_observation_maps(
             maps, self.render_config, self.x_shape, render_config
         )
         if isinstance(checked, MapDataset):
+            arr = np.concatenate([x for _, x in compat.iter_observations(checked, 256)])
             idx = np.arange(len(checked))
-            return checked.maps(idx), checked.mask(idx) if mask is None else mask
+            return arr, checked.mask(idx) if mask is None else mask
         if mask is None:
             mask = _infer_mask(checked)
         mask = np.asarray(mask, dtype=bool)
@@ -292,6 +293,7 @@ class MapPosterior(Posterior):
             (n, num_samples, H, W) float32 maps in [0, 1], 0 outside the mask.
         """
         arr, msk = self._inputs(maps, mask, render_config)
+        compat.check_sampling_size(len(arr), num_samples, arr[0, 0].size)
         ex = None if exsitu is None else np.asarray(exsitu, dtype=np.float32)
         out = np.empty((len(arr), num_samples, *arr.shape[-2:]), np.float32)
         starts = range(0, len(arr), batch_size)
@@ -442,6 +444,7 @@ class MapPosterior(Posterior):
         Raises:
             FileNotFoundError: ``model.json`` is missing.
             StateFileError: a weights file is missing or truncated.
+            CorruptWeightsError: a weights file holds NaN or inf (re-train).
         """
         run_dir = Path(run_dir)
         run = RunDirectory(run_dir)
@@ -482,6 +485,5 @@ class MapPosterior(Posterior):
 
 
 def load_map_posterior(run_dir: str | Path, device: str = "cpu") -> MapPosterior:
-    """Rebuild a :class:`MapPosterior` from a run directory (see
-    ``MapPosterior.load``)."""
+    """A :class:`MapPosterior` from a run directory (``MapPosterior.load``)."""
     return MapPosterior.load(run_dir, device=device)
