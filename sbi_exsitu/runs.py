@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sbi_exsitu.atomic import atomic_write_json
+from sbi_exsitu.errors import RunExistsError
 
 __all__ = [
     "CONFIG_FILE",
@@ -46,10 +47,6 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_DIR = "weights"
 CHECKPOINTS_DIR = "checkpoints"
-
-
-class RunExistsError(FileExistsError):
-    """The run directory holds a run with a different configuration."""
 
 
 class RunDirectory:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sbi_exsitu.cli._app import app, fail
+from sbi_exsitu.cli._app import app
 
 __all__ = ["show"]
 
@@ -21,20 +21,13 @@ def show(
     dpi: int = typer.Option(120, help="Resolution of the image."),
 ) -> None:
     """Plot every map of one sample (and its ex-situ map when labelled)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sbi_exsitu.data.dataset import DatasetError
     from sbi_exsitu.figures import plot_sample
 
     if output is None:
         output = Path(f"{dataset.stem}_{index}.png")
-    try:
-        fig = plot_sample(dataset, index)
-    except (DatasetError, IndexError) as err:
-        raise fail(str(err)) from None
+    fig = plot_sample(dataset, index)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=dpi)
     plt.close(fig)

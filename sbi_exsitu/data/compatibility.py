@@ -23,12 +23,9 @@ import numpy as np
 
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
+from sbi_exsitu.errors import RenderConfigMismatch
 
 __all__ = ["RenderConfigMismatch", "as_observation_maps", "check_render_config"]
-
-
-class RenderConfigMismatch(ValueError):
-    """Maps were rendered differently from the maps the posterior was trained on."""
 
 
 def check_render_config(

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from sbi_exsitu.errors import DependencyError
+
 __all__ = ["parallel_map"]
 
 T = TypeVar("T")
@@ -102,7 +104,7 @@ def _dask_map(
     try:
         from distributed import Client
     except ImportError:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
+        raise DependencyError(
             "--scheduler needs dask.distributed: pip install 'sbi-exsitu[dask]'"
         ) from None
     with Client(scheduler) as client:

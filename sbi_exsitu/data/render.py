@@ -55,6 +55,7 @@ from scipy import ndimage
 
 from sbi_exsitu.data.cameras import camera_basis, polyhedron_vertices
 from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.errors import RenderError
 
 __all__ = [
     "CHANNELS",
@@ -70,10 +71,6 @@ __all__ = [
 
 CHANNELS: tuple[str, ...] = ("mass", "velocity", "dispersion", "age", "metallicity")
 _WEIGHTINGS = ("mass", "none")
-
-
-class RenderError(ValueError):
-    """A galaxy cannot be rendered with the given configuration."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from sbi_exsitu.data.compatibility import (
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
 from sbi_exsitu.device import resolve_device
+from sbi_exsitu.errors import RunError
 from sbi_exsitu.posteriors.base import Posterior
 from sbi_exsitu.posteriors.estimator import EstimatorSpec, build_estimator, build_prior
 from sbi_exsitu.posteriors.summary import PosteriorSummary, highest_density_intervals
@@ -346,7 +347,7 @@ class ExSituPosterior(Posterior):
         run_dir = Path(run_dir)
         model_file = RunDirectory(run_dir).model_file
         if not model_file.is_file():
-            raise FileNotFoundError(
+            raise RunError(
                 f"{model_file} not found: '{run_dir}' is not a finished run "
                 "(run or resume `sbi-exsitu fit CONFIG`)"
             )
@@ -358,9 +359,7 @@ class ExSituPosterior(Posterior):
         for k in range(int(meta["ensemble_size"])):
             path = RunDirectory(run_dir).weights(f"member_{k}")
             if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path}: weights of ensemble member {k} missing"
-                )
+                raise RunError(f"{path}: weights of ensemble member {k} missing")
             est = build_estimator(spec)
             est.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
             estimators.append(est)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.errors import OutputError
 from sbi_exsitu.tables import TABLE_SUFFIXES, write_table
 
 __all__ = ["predict"]
@@ -71,9 +72,9 @@ def predict(
             warnings.warn(f"no misspecification flags: {err}", stacklevel=2)
     out = Path(out)
     if out.suffix not in TABLE_SUFFIXES:
-        raise ValueError(f"{out}: output must end in one of {TABLE_SUFFIXES}")
+        raise OutputError(f"{out}: output must end in one of {TABLE_SUFFIXES}")
     if save_samples and out.suffix == ".csv":
-        raise ValueError(f"{out}: --samples needs an HDF5 output (.h5)")
+        raise OutputError(f"{out}: --samples needs an HDF5 output (.h5)")
     with MapDataset(maps_path) as ds:
         post.check_render_config(ds.render_config, where=str(ds.path))
         chunks, summaries, mean_maps, std_maps = [], [], [], []

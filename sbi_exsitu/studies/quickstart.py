@@ -8,13 +8,17 @@ sample (its own seed), standing in for new galaxies the posterior has never seen
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sbi_exsitu.config.experiment import ExperimentConfig
+from sbi_exsitu.errors import ConfigError
 
 __all__ = ["QuickstartResult", "quickstart"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,9 +60,9 @@ def quickstart(
 
     cfg = ExperimentConfig.from_toml(config)
     if not cfg.simulate:
-        raise ValueError(f"{config}: quickstart needs a [simulate] table")
+        raise ConfigError(f"{config}: quickstart needs a [simulate] table")
     train_path = cfg.train_path
-    say = print if progress else (lambda *a, **k: None)
+    say = logger.info if progress else (lambda *a, **k: None)
     say(f"[1/4] simulating the training set -> {train_path}")
     simulate(
         _simulation(cfg),

@@ -30,6 +30,7 @@ from sbi_exsitu.atomic import atomic_write_json, atomic_write_text
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.device import configure_threads, resolve_device
+from sbi_exsitu.errors import DatasetError
 from sbi_exsitu.figures import save_figure
 from sbi_exsitu.posteriors.estimator import (
     EstimatorSpec,
@@ -104,7 +105,7 @@ def fit(
     atomic_write_text(run_dir / "render_config.json", dataset.render_config.to_json())
     splits = dataset.splits(seed=cfg.data.split_seed)
     if min(len(v) for v in splits.values()) == 0:
-        raise ValueError(
+        raise DatasetError(
             f"{dataset.path}: {len(np.unique(dataset.labels['galaxy_id']))} galaxies "
             "are too few for a train/validation/test split by galaxy"
         )

@@ -35,6 +35,7 @@ from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.dataset import MapDataset, subsample
 from sbi_exsitu.data.exsitu_fraction import fit_mass_scale
 from sbi_exsitu.device import configure_threads, resolve_device
+from sbi_exsitu.errors import DatasetError
 from sbi_exsitu.posteriors.map.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.posteriors.map.latent_flow import build_latent_flow
 from sbi_exsitu.posteriors.map.noise import fit_shared_noise
@@ -222,7 +223,7 @@ def fit_map_posterior(
     atomic_write_text(run_dir / "render_config.json", dataset.render_config.to_json())
     splits = dataset.splits(seed=cfg.data.split_seed)
     if min(len(v) for v in splits.values()) == 0:
-        raise ValueError(f"{dataset.path}: too few galaxies for a split by galaxy")
+        raise DatasetError(f"{dataset.path}: too few galaxies for a split by galaxy")
     atomic_write_json(
         run_dir / "splits.json",
         {k: v.tolist() for k, v in splits.items()}
@@ -232,7 +233,7 @@ def fit_map_posterior(
     train = _Arrays.read(dataset, train_idx)
     val = _Arrays.read(dataset, splits["validation"])
     if not (torch.isfinite(train.y).all() and torch.isfinite(val.y).all()):
-        raise ValueError(
+        raise DatasetError(
             f"{dataset.path}: ex-situ maps contain NaN (data without "
             "ex-situ flags cannot train the map posterior)"
         )

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from sbi_exsitu.errors import MissingLabelError
 from sbi_exsitu.evaluation.calibration import metrics as M
 from sbi_exsitu.evaluation.calibration import plots
 from sbi_exsitu.evaluation.calibration.protocol import PosteriorLike
@@ -458,7 +459,7 @@ def calibrate_dataset(
     idx = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     missing = [n for n in posterior.param_names if n not in dataset.labels]
     if missing:
-        raise KeyError(
+        raise MissingLabelError(
             f"dataset has no label(s) {missing} for the posterior's parameters; "
             f"labels: {sorted(dataset.labels)}"
         )

@@ -52,6 +52,7 @@ from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.exsitu_fraction import implied_fex, mass_weights
 from sbi_exsitu.data.render import RenderConfig
 from sbi_exsitu.device import resolve_device
+from sbi_exsitu.errors import RunError
 from sbi_exsitu.posteriors.base import Posterior
 from sbi_exsitu.posteriors.map.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.posteriors.map.latent_flow import LatentFlow, build_latent_flow
@@ -450,13 +451,13 @@ class MapPosterior(Posterior):
         run_dir = Path(run_dir)
         model_file = RunDirectory(run_dir).model_file
         if not model_file.is_file():
-            raise FileNotFoundError(
+            raise RunError(
                 f"{model_file} not found: '{run_dir}' is not a "
                 "finished run (run `sbi-exsitu fit CONFIG`)"
             )
         meta = json.loads(model_file.read_text())
         if meta.get("kind") != "map":
-            raise ValueError(f"{model_file}: kind is {meta.get('kind')!r}, not 'map'")
+            raise RunError(f"{model_file}: kind is {meta.get('kind')!r}, not 'map'")
         dev = resolve_device(device)
         settings = MapSettings(**meta["settings"])
         cvae = ConditionalVAE(CVAEConfig.from_dict(meta["cvae"]))
@@ -464,7 +465,7 @@ class MapPosterior(Posterior):
         for name, module in (("cvae", cvae), ("flow", flow)):
             path = RunDirectory(run_dir).weights(name)
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: weights missing")
+                raise RunError(f"{path}: weights missing")
             state = torch.load(path, map_location=dev, weights_only=True)
             if name == "flow":
                 # Runs saved before the latent standardisation have no z_loc/z_scale.

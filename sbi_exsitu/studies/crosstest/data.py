@@ -17,6 +17,7 @@ import numpy as np
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.data.dataset import DatasetWriter, MapDataset
 from sbi_exsitu.data.render import CHANNELS, RenderedViews
+from sbi_exsitu.errors import DatasetError
 from sbi_exsitu.studies.crosstest.grid import (
     UNION,
     UNION_ID_OFFSET,
@@ -58,7 +59,7 @@ def derive_channels(base: MapDataset, channels: tuple[str, ...], out: Path) -> P
     cfg = base.render_config
     missing = [c for c in channels if c not in cfg.channels]
     if missing:
-        raise ValueError(f"{base.path} has no channel(s) {missing}")
+        raise DatasetError(f"{base.path} has no channel(s) {missing}")
     pick = [cfg.channels.index(c) for c in channels]
     new_cfg = dataclasses.replace(cfg, channels=tuple(channels))
     attrs = base.attrs
