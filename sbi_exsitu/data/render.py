@@ -221,15 +221,17 @@ class RenderConfig:
         A ``preset`` key selects :meth:`preset` and the other keys override it.
 
         Raises:
-            RenderError: unknown key (with the closest known one) or bad value.
+            RenderError: unknown key (with the closest known one), a value of
+                the wrong type, or a bad value.
         """
-        from sbi_exsitu.schema import ConfigError, check_keys
+        from sbi_exsitu.schema import ConfigError, check_keys, check_types
 
         data = dict(data)
         preset = data.pop("preset", "default")
         names = [f.name for f in dataclasses.fields(cls)]
         try:
             check_keys(data, names, where)
+            data = check_types(data, cls, where)
         except ConfigError as err:
             raise RenderError(str(err)) from None
         return cls.preset(preset, **data)

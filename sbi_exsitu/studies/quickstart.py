@@ -34,15 +34,12 @@ class QuickstartResult:
 def _simulation(
     cfg: ExperimentConfig, seed_offset: int = 0, n_galaxies: int | None = None
 ) -> Any:
-    from sbi_exsitu.data.simulate import SimulationConfig
-
-    sim = dict(cfg.simulate)
+    sim: dict[str, Any] = {}
     if seed_offset:
-        sim["seed"] = int(sim.get("seed", 0)) + seed_offset
+        sim["seed"] = int(cfg.simulate.get("seed", 0)) + seed_offset
     if n_galaxies is not None:
         sim["n_galaxies"] = n_galaxies
-    doc = {"simulate": sim, "model": cfg.model, "render": cfg.render}
-    return SimulationConfig.from_dict(doc, where=f"{cfg.source}")
+    return cfg.simulation_config(simulate=sim)
 
 
 def quickstart(

@@ -172,13 +172,9 @@ def _ensure_dataset(cfg: ExperimentConfig) -> None:
     # Convenience for the quickstart configs: simulate a missing training set.
     if cfg.train_path.exists() or not cfg.simulate:
         return
-    from sbi_exsitu.data.simulate import SimulationConfig, simulate
+    from sbi_exsitu.data.simulate import simulate
 
-    sim = SimulationConfig.from_dict(
-        {"simulate": cfg.simulate, "model": cfg.model, "render": cfg.render},
-        where=cfg.source,
-    )
-    simulate(sim, cfg.train_path, workers=1, progress=False)
+    simulate(cfg.simulation_config(), cfg.train_path, workers=1, progress=False)
 
 
 def fit_map_posterior(
