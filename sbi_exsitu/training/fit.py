@@ -50,19 +50,7 @@ __all__ = ["FitResult", "fit", "evaluate_posterior", "RunExistsError"]
 def spec_from_config(
     cfg: ExperimentConfig, x_shape: tuple[int, int, int]
 ) -> EstimatorSpec:
-    p = cfg.posterior
-    return EstimatorSpec(
-        targets=p.targets,
-        x_shape=x_shape,
-        estimator=p.estimator,
-        hidden_features=p.hidden_features,
-        num_transforms=p.num_transforms,
-        num_bins=p.num_bins,
-        embedding=p.embedding,
-        embedding_features=p.embedding_features,
-        invariant=p.invariant,
-        embedding_kwargs=dict(p.embedding_kwargs),
-    )
+    return EstimatorSpec.from_section(cfg.posterior, x_shape)
 
 
 def _augmentation(kind: str, seed: int) -> Any:
