@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from sbi_exsitu.errors import OutputBusyError, OutputPathError
+
 __all__ = [
     "OutputPathError",
     "OutputBusyError",
@@ -39,14 +41,6 @@ __all__ = [
     "atomic_write_json",
     "atomic_save",
 ]
-
-
-class OutputPathError(ValueError):
-    """An output path cannot be written; the message names it and the fix."""
-
-
-class OutputBusyError(OutputPathError):
-    """Another process is writing the same output right now."""
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from sbi_exsitu.errors import DeviceError
+
 __all__ = ["resolve_device", "configure_threads"]
 
 
@@ -19,7 +21,7 @@ def resolve_device(name: str | torch.device | None = "cpu") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise DeviceError(
             f"device '{name}' requested but torch sees no CUDA device; use --device cpu"
         )
     return device

@@ -23,6 +23,7 @@ import numpy as np
 from sbi_exsitu.atomic import atomic_save, check_output_path
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
+from sbi_exsitu.errors import SampleIndexError
 
 if TYPE_CHECKING:  # matplotlib loads on first plot, not on import
     from matplotlib.axes import Axes
@@ -153,7 +154,7 @@ def plot_sample(
             return plot_sample(ds, index, axes)
     n = len(dataset)
     if not -n <= index < n:
-        raise IndexError(
+        raise SampleIndexError(
             f"{dataset.path}: sample index {index} is out of range, the file holds "
             f"{n} samples (valid: 0 to {n - 1})"
         )

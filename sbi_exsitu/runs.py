@@ -32,6 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from sbi_exsitu.atomic import atomic_save, atomic_write_json, atomic_write_text
+from sbi_exsitu.errors import (
+    CorruptWeightsError,
+    RunError,
+    RunExistsError,
+    StateFileError,
+)
 
 __all__ = [
     "CorruptWeightsError",
@@ -58,14 +64,6 @@ WEIGHTS_DIR = "weights"
 CHECKPOINTS_DIR = "checkpoints"
 
 
-class RunExistsError(FileExistsError):
-    """The run directory holds a run with a different configuration."""
-
-
-class StateFileError(OSError):
-    """A weights or checkpoint file is missing, truncated or not a state dict."""
-
-
 def _to_cpu(obj: Any) -> Any:
     import torch
 
@@ -89,10 +87,6 @@ def save_state_dict(path: str | Path, state: Mapping[str, Any]) -> Path:
     payload = _to_cpu(state)
     atomic_save(path, lambda p: torch.save(payload, p))
     return path
-
-
-class CorruptWeightsError(ValueError):
-    """A saved weights file holds NaN or infinite values: the run must be re-trained."""
 
 
 def check_finite_state(state: dict[str, Any], path: str | Path) -> None:
@@ -257,10 +251,10 @@ class RunDirectory:
         """``model.json``.
 
         Raises:
-            FileNotFoundError: the run is not finished.
+            RunError: the run is not finished.
         """
         if not self.model_file.is_file():
-            raise FileNotFoundError(
+            raise RunError(
                 f"{self.model_file} not found: '{self.path}' is not a finished run "
                 "(run or resume `sbi-exsitu fit CONFIG`)"
             )
@@ -288,7 +282,7 @@ class RunDirectory:
             FileNotFoundError: the run has no ``splits.json``.
         """
         if not self.splits_file.is_file():
-            raise FileNotFoundError(f"{self.splits_file}: no splits.json in this run")
+            raise RunError(f"{self.splits_file}: no splits.json in this run")
         return json.loads(self.splits_file.read_text())
 
     def write_history(self, history: Any) -> Path:

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from sbi_exsitu.atomic import atomic_path, atomic_write_text, check_output_path
+from sbi_exsitu.errors import OutputError
 
 __all__ = ["TABLE_SUFFIXES", "write_table"]
 
@@ -49,11 +50,11 @@ def write_table(
     """
     path = check_output_path(path, inputs=inputs, overwrite=True)
     if path.suffix not in TABLE_SUFFIXES:
-        raise ValueError(f"{path}: output must end in one of {TABLE_SUFFIXES}")
+        raise OutputError(f"{path}: output must end in one of {TABLE_SUFFIXES}")
     cols = {k: np.asarray(v) for k, v in columns.items()}
     lengths = {len(v) for v in cols.values()}
     if len(lengths) > 1:
-        raise ValueError(f"columns have different lengths: {sorted(lengths)}")
+        raise OutputError(f"columns have different lengths: {sorted(lengths)}")
     if path.suffix == ".csv":
         if samples is not None:
             raise ValueError("posterior samples need an HDF5 output (.h5)")

@@ -48,3 +48,23 @@ def test_clamp_keeps_labels_strictly_inside_the_support() -> None:
     spec = EstimatorSpec(targets=("f_ex",), x_shape=(1, 16, 16))
     t = clamp_to_support(torch.tensor([[0.0], [1.0], [0.5]]), spec)
     assert (t > 0).all() and (t < 1).all() and t[2, 0] == 0.5
+
+
+def test_estimator_spec_fields_are_the_posterior_table_fields() -> None:
+    """The [posterior] table is the one schema of the architecture fields."""
+    import dataclasses
+
+    from sbi_exsitu.config.experiment import PosteriorSection
+    from sbi_exsitu.posteriors.estimator import EstimatorSpec
+
+    table = {f.name: f for f in dataclasses.fields(PosteriorSection)}
+    for f in dataclasses.fields(EstimatorSpec):
+        if f.name in ("x_shape", "targets"):
+            continue
+        assert f.name in table, f.name
+        assert f.default == table[f.name].default, f.name
+    section = PosteriorSection(hidden_features=17, embedding_kwargs={"a": 1})
+    spec = EstimatorSpec.from_section(section, (2, 8, 8))
+    assert (spec.hidden_features, spec.x_shape) == (17, (2, 8, 8))
+    assert spec.embedding_kwargs == {"a": 1}
+    assert spec.embedding_kwargs is not section.embedding_kwargs

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sbi_exsitu.cli._app import app, fail
+from sbi_exsitu.cli._app import app
 
 
 @app.command()
@@ -29,47 +29,37 @@ def calibrate(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Check the posterior's calibration; writes coverage.png and calibration.json."""
-    from sbi_exsitu.data.compatibility import RenderConfigMismatch
     from sbi_exsitu.data.dataset import DatasetError, MapDataset
     from sbi_exsitu.evaluation.calibration import calibrate_dataset
     from sbi_exsitu.posteriors import load_posterior
 
-    try:
-        post = load_posterior(run, device=device)
-        if getattr(post, "kind", "scalar") == "map":
-            _calibrate_map(post, run, data, out, num_samples, seed)
-            return
-        if data is None:
-            dataset, indices = post.test_split()
-            out_dir = out or run / "calibration"
-        else:
-            dataset = MapDataset(data)
-            post.check_render_config(dataset.render_config, where=str(data))
-            if not dataset.has_labels:
-                raise ValueError(
-                    f"{data}: calibration needs the true f_ex of every observation, "
-                    "but this dataset is unlabelled (e.g. cutouts rendered without "
-                    "--flags)"
-                )
-            indices = None
-            out_dir = out or run / f"calibration-{data.stem}"
-        report = calibrate_dataset(
-            post,
-            dataset,
-            indices,
-            out_dir=out_dir,
-            num_samples=num_samples,
-            seed=seed,
-            progress=not quiet,
-        )
-    except (
-        DatasetError,
-        RenderConfigMismatch,
-        FileNotFoundError,
-        ValueError,
-        KeyError,
-    ) as err:
-        raise fail(str(err)) from None
+    post = load_posterior(run, device=device)
+    if getattr(post, "kind", "scalar") == "map":
+        _calibrate_map(post, run, data, out, num_samples, seed)
+        return
+    if data is None:
+        dataset, indices = post.test_split()
+        out_dir = out or run / "calibration"
+    else:
+        dataset = MapDataset(data)
+        post.check_render_config(dataset.render_config, where=str(data))
+        if not dataset.has_labels:
+            raise DatasetError(
+                f"{data}: calibration needs the true f_ex of every observation, "
+                "but this dataset is unlabelled (e.g. cutouts rendered without "
+                "--flags)"
+            )
+        indices = None
+        out_dir = out or run / f"calibration-{data.stem}"
+    report = calibrate_dataset(
+        post,
+        dataset,
+        indices,
+        out_dir=out_dir,
+        num_samples=num_samples,
+        seed=seed,
+        progress=not quiet,
+    )
     report.save(out_dir)
     plots = report.plot(out_dir)
     typer.echo(f"verdict: {report.verdict}  ({report.verdict_rule})")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sbi_exsitu.cli._app import app, fail
+from sbi_exsitu.cli._app import app
 
 
 @app.command()
@@ -23,23 +23,11 @@ def crosstest(
 ) -> None:
     """Train on each formation model (and their union), test on each, over the
     channels x aperture grid; resumes, reusing finished cells."""
-    from sbi_exsitu.data.dataset import DatasetError
-    from sbi_exsitu.schema import ConfigError
     from sbi_exsitu.studies.crosstest.study import crosstest as run_crosstest
-    from sbi_exsitu.training.fit import RunExistsError
 
-    try:
-        result = run_crosstest(
-            config, out_dir=out_dir, progress=not quiet, plots=not no_plots
-        )
-    except (
-        ConfigError,
-        DatasetError,
-        RunExistsError,
-        ValueError,
-        FileNotFoundError,
-    ) as err:
-        raise fail(str(err)) from None
+    result = run_crosstest(
+        config, out_dir=out_dir, progress=not quiet, plots=not no_plots
+    )
     typer.echo(f"study directory: {result.out_dir}")
     typer.echo(f"cells trained: {len(result.trained)}, reused: {len(result.reused)}")
     for path in result.files:

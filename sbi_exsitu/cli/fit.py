@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sbi_exsitu.cli._app import app, fail
+from sbi_exsitu.cli._app import app
 
 
 @app.command()
@@ -20,24 +20,12 @@ def fit(
     import dataclasses
 
     from sbi_exsitu.config.experiment import ExperimentConfig
-    from sbi_exsitu.data.dataset import DatasetError
-    from sbi_exsitu.schema import ConfigError
-    from sbi_exsitu.training.fit import RunExistsError
     from sbi_exsitu.training.fit import fit as run_fit
 
-    try:
-        cfg = ExperimentConfig.from_toml(config)
-        if device:
-            cfg = cfg.replace(run=dataclasses.replace(cfg.run, device=device))
-        result = run_fit(cfg, overwrite=overwrite, progress=not quiet)
-    except (
-        ConfigError,
-        DatasetError,
-        RunExistsError,
-        ValueError,
-        FileNotFoundError,
-    ) as err:
-        raise fail(str(err)) from None
+    cfg = ExperimentConfig.from_toml(config)
+    if device:
+        cfg = cfg.replace(run=dataclasses.replace(cfg.run, device=device))
+    result = run_fit(cfg, overwrite=overwrite, progress=not quiet)
     _print_fit_summary(result.run_dir, result.metrics)
 
 
@@ -74,20 +62,15 @@ def predict(
     For a map run: the implied f_ex per observation, and with an .h5 output the
     posterior mean and std maps (maps/mean, maps/std).
     """
-    from sbi_exsitu.data.dataset import DatasetError
-    from sbi_exsitu.posteriors.scalar import RenderConfigMismatch
     from sbi_exsitu.studies.predict import predict as run_predict
 
-    try:
-        path = run_predict(
-            run,
-            maps,
-            out,
-            num_samples=num_samples,
-            seed=seed,
-            save_samples=samples,
-            device=device,
-        )
-    except (DatasetError, RenderConfigMismatch, FileNotFoundError, ValueError) as err:
-        raise fail(str(err)) from None
+    path = run_predict(
+        run,
+        maps,
+        out,
+        num_samples=num_samples,
+        seed=seed,
+        save_samples=samples,
+        device=device,
+    )
     typer.echo(f"wrote {path}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sbi_exsitu.cli._app import app, fail
+from sbi_exsitu.cli._app import app
 
 __all__ = ["inspect"]
 
@@ -17,12 +17,8 @@ def inspect(
     output: Path = typer.Option(..., "-o", "--output", help="Directory for the PNGs."),
 ) -> None:
     """Example maps, f_ex-M* and ring-gradient figures (001 figs. 2, 3, 13)."""
-    from sbi_exsitu.data.dataset import DatasetError
     from sbi_exsitu.studies.inspection import inspect_datasets
 
-    try:
-        written = inspect_datasets(datasets, output)
-    except (DatasetError, ValueError) as err:
-        raise fail(str(err)) from None
+    written = inspect_datasets(datasets, output)
     for path in written:
         typer.echo(f"wrote {path}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sbi_exsitu.cli._app import app, fail
+from sbi_exsitu.cli._app import app
 
 
 @app.command()
@@ -22,16 +22,9 @@ def quickstart(
     quiet: bool = typer.Option(False, help="No progress output."),
 ) -> None:
     """Simulate a mock set, fit, predict new galaxies, calibrate: the whole chain."""
-    from sbi_exsitu.data.dataset import DatasetError
-    from sbi_exsitu.schema import ConfigError
     from sbi_exsitu.studies.quickstart import quickstart as run
 
-    try:
-        result = run(
-            config, workers=workers, progress=not quiet, num_samples=num_samples
-        )
-    except (ConfigError, DatasetError, ValueError, FileNotFoundError) as err:
-        raise fail(str(err)) from None
+    result = run(config, workers=workers, progress=not quiet, num_samples=num_samples)
     overall = result.metrics.get("test", {}).get("f_ex", {}).get("overall", {})
     if overall:
         typer.echo(

@@ -42,36 +42,32 @@ def render(
     Files that cannot be read are reported and skipped; the exit code is 1 if
     any file failed, 2 if none could be written.
     """
-    from sbi_exsitu.data.dataset import DatasetError
-    from sbi_exsitu.data.render import RenderConfig, RenderError
+    from sbi_exsitu.data.render import RenderConfig
     from sbi_exsitu.data.render_files import render_files
-    from sbi_exsitu.schema import ConfigError, load_toml
+    from sbi_exsitu.schema import load_toml
 
     if flags is None and offsets is not None:
         raise fail("--offsets needs --flags (the stars_NNN.hdf5 file to slice)")
-    try:
-        render_config = RenderConfig()
-        if config is not None:
-            doc = load_toml(config)
-            section = doc.get("render", doc)
-            render_config = RenderConfig.from_dict(section, where=f"{config} [render]")
-        summary = render_files(
-            files,
-            output,
-            config=render_config,
-            views=views,
-            flags=flags,
-            offsets=offsets,
-            catalogue=catalogue,
-            model=model,
-            workers=workers,
-            scheduler=scheduler,
-            resume=resume,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    except (ConfigError, RenderError, DatasetError, ValueError, RuntimeError) as err:
-        raise fail(str(err)) from None
+    render_config = RenderConfig()
+    if config is not None:
+        doc = load_toml(config)
+        section = doc.get("render", doc)
+        render_config = RenderConfig.from_dict(section, where=f"{config} [render]")
+    summary = render_files(
+        files,
+        output,
+        config=render_config,
+        views=views,
+        flags=flags,
+        offsets=offsets,
+        catalogue=catalogue,
+        model=model,
+        workers=workers,
+        scheduler=scheduler,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+    )
     for failure in summary.failures:
         typer.secho(
             f"skipped {failure.path}: {failure.error}", err=True, fg=typer.colors.YELLOW

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sbi_exsitu.cli._app import app, fail
+from sbi_exsitu.cli._app import app
 
 __all__ = ["show"]
 
@@ -21,18 +21,9 @@ def show(
     dpi: int = typer.Option(120, help="Resolution of the image."),
 ) -> None:
     """Plot every map of one sample (and its ex-situ map when labelled)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-    from sbi_exsitu.atomic import OutputPathError
-    from sbi_exsitu.data.dataset import DatasetError
     from sbi_exsitu.figures import save_sample
 
     if output is None:
         output = Path(f"{dataset.stem}_{index}.png")
-    try:
-        save_sample(dataset, index, output, dpi=dpi)
-    except (DatasetError, IndexError, OutputPathError) as err:
-        raise fail(str(err)) from None
+    save_sample(dataset, index, output, dpi=dpi)
     typer.echo(f"wrote {output}")

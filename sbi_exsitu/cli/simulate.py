@@ -28,34 +28,23 @@ def simulate(
     Same config (and seed) -> identical file contents, whatever --workers or
     --scheduler; an interrupted run continues with --resume.
     """
-    from sbi_exsitu.atomic import OutputPathError
-    from sbi_exsitu.data.dataset import DatasetError, MapDataset
-    from sbi_exsitu.data.simulate import SimulationConfig, SimulationError
+    from sbi_exsitu.data.dataset import MapDataset
+    from sbi_exsitu.data.simulate import SimulationConfig
     from sbi_exsitu.data.simulate import simulate as run
-    from sbi_exsitu.schema import ConfigError
 
     if workers < 1:
         raise fail(f"--workers is {workers}, expected >= 1")
-    try:
-        cfg = SimulationConfig.from_toml(config)
-        path = run(
-            cfg,
-            output,
-            workers=workers,
-            scheduler=scheduler,
-            resume=resume,
-            overwrite=overwrite,
-            progress=progress,
-            inputs=[config],
-        )
-    except (
-        ConfigError,
-        DatasetError,
-        SimulationError,
-        RuntimeError,
-        OutputPathError,
-    ) as err:
-        raise fail(str(err)) from None
+    cfg = SimulationConfig.from_toml(config)
+    path = run(
+        cfg,
+        output,
+        workers=workers,
+        scheduler=scheduler,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        inputs=[config],
+    )
     with MapDataset(path) as ds:
         n_gal = len(set(ds.labels["galaxy_id"].tolist()))
         typer.echo(

@@ -8,6 +8,11 @@ unknown keys are refused with the closest known one::
     [simulate]   optional: how ``quickstart`` makes the training set
     [model]      optional: formation-model parameter overrides (simulate)
     [render]     optional: render config for ``simulate`` (RenderConfig fields)
+
+Values are type- and range-checked by :func:`sbi_exsitu.schema.take_section`;
+``[simulate]``, ``[model]`` and ``[render]`` are checked at load time by building
+the :class:`~sbi_exsitu.data.simulate.SimulationConfig` they describe
+(:meth:`ExperimentConfig.simulation_config`).
     [posterior]  kind, targets, estimator, flow size, ensemble, embedding
     [training]   batch size, learning rate, epochs, early stopping
 
@@ -21,11 +26,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sbi_exsitu.schema import ConfigError, check_keys, load_toml, take_section
+
+if TYPE_CHECKING:
+    from sbi_exsitu.data.simulate import SimulationConfig
 
 __all__ = [
     "RunSection",
@@ -43,6 +53,8 @@ TARGET_BOUNDS: dict[str, tuple[float, float]] = {
     "log_mstar": (9.5, 12.5),
 }
 
+_DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
+
 
 @dataclass(frozen=True)
 class RunSection:
@@ -50,9 +62,23 @@ class RunSection:
 
     name: str = "run"
     out_dir: str = "runs"
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0})
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = field(default=None, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        # The run directory is out_dir / name and `fit --overwrite` deletes it:
+        # an empty name (or "." / "..") would delete out_dir or its parent.
+        if self.name in ("", ".", "..") or re.search(r"[/\\]", self.name):
+            raise ValueError(
+                f"'name' is {self.name!r}, expected a non-empty directory name "
+                "without '/' (the run directory is out_dir / name)"
+            )
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(
+                f"'device' is {self.device!r}, expected one of 'cpu', 'cuda', "
+                "'cuda:N' (N = GPU index), 'mps' or 'auto'"
+            )
 
 
 @dataclass(frozen=True)
@@ -60,8 +86,8 @@ class DataSection:
     """The training dataset and its galaxy-grouped split."""
 
     train: str = ""
-    split_seed: int = 0
-    memory_limit_gb: float = 4.0
+    split_seed: int = field(default=0, metadata={"min": 0})
+    memory_limit_gb: float = field(default=4.0, metadata={"gt": 0})
 
 
 @dataclass(frozen=True)
@@ -84,12 +110,12 @@ class PosteriorSection:
     kind: str = "scalar"
     targets: tuple[str, ...] = ("f_ex",)
     estimator: str = "zuko_nsf"
-    hidden_features: int = 64
-    num_transforms: int = 3
-    num_bins: int = 8
-    ensemble_size: int = 3
+    hidden_features: int = field(default=64, metadata={"min": 1})
+    num_transforms: int = field(default=3, metadata={"min": 1})
+    num_bins: int = field(default=8, metadata={"min": 1})
+    ensemble_size: int = field(default=3, metadata={"min": 1})
     embedding: str = "default"
-    embedding_features: int = 32
+    embedding_features: int = field(default=32, metadata={"min": 1})
     invariant: bool = False
     embedding_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -126,13 +152,13 @@ class TrainingSection:
     generalised; sbi's own training loop cannot augment, ours can.
     """
 
-    batch_size: int = 128
-    learning_rate: float = 5e-4
-    max_epochs: int = 200
-    patience: int = 30
-    min_epochs: int = 5
-    clip_grad_norm: float = 5.0
-    weight_decay: float = 0.0
+    batch_size: int = field(default=128, metadata={"min": 2})
+    learning_rate: float = field(default=5e-4, metadata={"gt": 0})
+    max_epochs: int = field(default=200, metadata={"min": 1})
+    patience: int = field(default=30, metadata={"min": 0})
+    min_epochs: int = field(default=5, metadata={"min": 0})
+    clip_grad_norm: float = field(default=5.0, metadata={"gt": 0})
+    weight_decay: float = field(default=0.0, metadata={"min": 0})
     augment: str = "d4"
 
     def __post_init__(self) -> None:
@@ -169,7 +195,6 @@ class ExperimentConfig:
         "simulate",
         "model",
         "render",
-        "evaluate",
         "crosstest",
         "map",
     )
@@ -177,6 +202,11 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, doc: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
         """Validate a parsed document; errors name the file, table and key."""
+        if "evaluate" in doc:
+            raise ConfigError(
+                f"{source}: the [evaluate] table was removed (nothing read it); "
+                "delete it (calibration runs with `sbi-exsitu calibrate RUN`)"
+            )
         check_keys(doc, cls.SECTIONS, f"{source}")
         sections = {}
         for name, section_cls in (
@@ -188,8 +218,11 @@ class ExperimentConfig:
             sections[name] = take_section(
                 doc.get(name), section_cls, f"{source} [{name}]"
             )
-        extra = {k: doc[k] for k in ("evaluate", "crosstest", "map") if k in doc}
-        return cls(
+        extra = {k: doc[k] for k in ("crosstest", "map") if k in doc}
+        for name in ("simulate", "model", "render"):
+            if not isinstance(doc.get(name, {}), Mapping):
+                raise ConfigError(f"{source}: [{name}] must be a table")
+        cfg = cls(
             **sections,
             simulate=dict(doc.get("simulate", {})),
             model=dict(doc.get("model", {})),
@@ -197,6 +230,9 @@ class ExperimentConfig:
             extra=extra,
             source=source,
         )
+        if cfg.simulate or cfg.model or cfg.render:
+            cfg.simulation_config()  # validate the three tables now, not mid-run
+        return cfg
 
     @classmethod
     def from_toml(cls, path: str | Path) -> ExperimentConfig:
@@ -214,6 +250,31 @@ class ExperimentConfig:
                 f"{self.source} [data]: key 'train' (dataset path) is required"
             )
         return Path(self.data.train)
+
+    def simulation_config(
+        self,
+        simulate: Mapping[str, Any] | None = None,
+        render: Mapping[str, Any] | None = None,
+        where: str | None = None,
+    ) -> SimulationConfig:
+        """The simulation described by ``[simulate]``, ``[model]`` and ``[render]``.
+
+        Args:
+            simulate: keys overriding ``[simulate]`` (e.g. another seed).
+            render: keys overriding ``[render]``.
+            where: the description in error messages (default: the file).
+
+        Raises:
+            ConfigError: a key or value of the three tables is invalid.
+        """
+        from sbi_exsitu.data.simulate import SimulationConfig
+
+        doc = {
+            "simulate": dict(self.simulate) | dict(simulate or {}),
+            "model": dict(self.model),
+            "render": dict(self.render) | dict(render or {}),
+        }
+        return SimulationConfig.from_dict(doc, where=where or self.source)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict of the whole (defaults-filled) experiment."""

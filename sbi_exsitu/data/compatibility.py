@@ -30,6 +30,11 @@ import numpy as np
 
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
+from sbi_exsitu.errors import (
+    ObservationError,
+    RenderConfigMismatch,
+    SamplingLimitError,
+)
 
 __all__ = [
     "ObservationError",
@@ -42,18 +47,6 @@ __all__ = [
     "check_sampling_size",
     "iter_observations",
 ]
-
-
-class RenderConfigMismatch(ValueError):
-    """Maps were rendered differently from the maps the posterior was trained on."""
-
-
-class ObservationError(ValueError):
-    """Observation maps that cannot be sampled from: empty, integer, NaN or inf."""
-
-
-class SamplingLimitError(ValueError):
-    """``num_samples`` is not positive, or the draws would not fit in memory."""
 
 
 def check_render_config(

@@ -52,6 +52,7 @@ import numpy as np
 
 from sbi_exsitu.atomic import OutputLock, check_output_path
 from sbi_exsitu.data.render import RenderConfig, RenderedViews
+from sbi_exsitu.errors import DatasetError, SampleIndexError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -75,10 +76,6 @@ _LABEL_DTYPES = {
     "model": h5py.string_dtype(),
     "half_mass_radius": np.float64,
 }
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing, malformed or does not match what was expected."""
 
 
 def _partial_path(path: Path) -> Path:
@@ -129,8 +126,8 @@ class DatasetWriter:
         if exists and not (resume or overwrite):
             which = self.path if self.path.exists() else self.partial
             raise DatasetError(
-                f"{which} exists; pass resume=True (--resume) to continue it or "
-                "overwrite=True (--overwrite) to replace it"
+                f"{which} exists; resume it (--resume on the command line, "
+                "resume=True in Python) or replace it (--overwrite / overwrite=True)"
             )
         reopened_final = False
         if overwrite and not resume:
@@ -464,7 +461,7 @@ class MapDataset:
         if idx.size == 0:
             return np.empty((0, *self._h5[name].shape[1:]), self._h5[name].dtype)
         if idx.min() < 0 or idx.max() >= self._n:
-            raise IndexError(f"{self.path}: index out of range [0, {self._n})")
+            raise SampleIndexError(f"{self.path}: index out of range [0, {self._n})")
         # h5py wants increasing unique indices; read those, then restore order.
         uniq, inverse = np.unique(idx, return_inverse=True)
         return self._checked_read(name, uniq, int(uniq[0]), int(uniq[-1]))[inverse]

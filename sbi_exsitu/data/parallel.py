@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from sbi_exsitu.errors import DependencyError
+
 __all__ = ["parallel_map"]
 
 T = TypeVar("T")
@@ -146,7 +148,7 @@ def _dask_map(
     try:
         from distributed import Client
     except ImportError:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
+        raise DependencyError(
             "--scheduler needs dask.distributed: pip install 'sbi-exsitu[dask]'"
         ) from None
     with Client(scheduler) as client:

@@ -37,11 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sbi_exsitu.errors import ParticlesError
+
 __all__ = ["Particles", "ParticlesError", "half_mass_radius"]
-
-
-class ParticlesError(ValueError):
-    """Raised when particle data are malformed; the message names the field."""
 
 
 def half_mass_radius(pos: np.ndarray, mass: np.ndarray) -> float:

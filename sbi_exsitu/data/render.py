@@ -55,6 +55,7 @@ from scipy import ndimage
 
 from sbi_exsitu.data.cameras import camera_basis, polyhedron_vertices
 from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.errors import RenderError
 
 __all__ = [
     "CHANNELS",
@@ -70,10 +71,6 @@ __all__ = [
 
 CHANNELS: tuple[str, ...] = ("mass", "velocity", "dispersion", "age", "metallicity")
 _WEIGHTINGS = ("mass", "none")
-
-
-class RenderError(ValueError):
-    """A galaxy cannot be rendered with the given configuration."""
 
 
 @dataclass(frozen=True)
@@ -224,15 +221,17 @@ class RenderConfig:
         A ``preset`` key selects :meth:`preset` and the other keys override it.
 
         Raises:
-            RenderError: unknown key (with the closest known one) or bad value.
+            RenderError: unknown key (with the closest known one), a value of
+                the wrong type, or a bad value.
         """
-        from sbi_exsitu.schema import ConfigError, check_keys
+        from sbi_exsitu.schema import ConfigError, check_keys, check_types
 
         data = dict(data)
         preset = data.pop("preset", "default")
         names = [f.name for f in dataclasses.fields(cls)]
         try:
             check_keys(data, names, where)
+            data = check_types(data, cls, where)
         except ConfigError as err:
             raise RenderError(str(err)) from None
         return cls.preset(preset, **data)

@@ -188,9 +188,9 @@ def render_files(
         DatasetError: the output exists (without resume/overwrite) or differs.
     """
     if views not in VIEW_COUNTS:
-        raise ValueError(f"views is {views}, expected one of {list(VIEW_COUNTS)}")
+        raise RenderError(f"views is {views}, expected one of {list(VIEW_COUNTS)}")
     if not paths:
-        raise ValueError("no input files given")
+        raise RenderError("no input files given")
     config = config or RenderConfig()
     paths = [str(Path(p)) for p in paths]
     catalogues = [Path(p).with_suffix(".json") for p in paths] if catalogue else []

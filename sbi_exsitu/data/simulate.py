@@ -66,6 +66,7 @@ from sbi_exsitu.data.render import (
     RenderError,
     render_views,
 )
+from sbi_exsitu.errors import SimulationError
 from sbi_exsitu.schema import ConfigError, check_keys, load_toml, take_section
 
 __all__ = [
@@ -78,10 +79,6 @@ __all__ = [
 ]
 
 _SECTIONS = ("simulate", "model", "render")
-
-
-class SimulationError(ValueError):
-    """A simulation cannot run; the message names the galaxy or setting."""
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from sbi_exsitu.data.dataset import MapDataset  # noqa: E402
-from sbi_exsitu.figures import save_figure  # noqa: E402
+from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.figures import save_figure
 from sbi_exsitu.seeding import derive_seed
 
 __all__ = [

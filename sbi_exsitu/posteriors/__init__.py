@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sbi_exsitu.errors import RunError
 from sbi_exsitu.posteriors.base import Posterior
 from sbi_exsitu.posteriors.map.posterior import MapPosterior, MapSummary
 from sbi_exsitu.posteriors.scalar import ExSituPosterior
@@ -50,13 +51,13 @@ def load_posterior(run_dir: str | Path, device: str = "cpu") -> Posterior:
     """
     run = RunDirectory(run_dir)
     if not run.is_finished:
-        raise FileNotFoundError(
+        raise RunError(
             f"{run.model_file} not found: '{run.path}' is not a finished run "
             "(run or resume `sbi-exsitu fit CONFIG`)"
         )
     kind = json.loads(run.model_file.read_text()).get("kind", "scalar")
     if kind not in POSTERIOR_KINDS:
-        raise ValueError(
+        raise RunError(
             f"{run.model_file}: kind is {kind!r}, expected one of "
             f"{sorted(POSTERIOR_KINDS)}"
         )

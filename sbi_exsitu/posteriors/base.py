@@ -24,6 +24,7 @@ import numpy as np
 from sbi_exsitu.data.compatibility import check_render_config
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
+from sbi_exsitu.errors import RunError
 from sbi_exsitu.runs import RunDirectory
 
 __all__ = ["Posterior"]
@@ -86,14 +87,14 @@ class Posterior(ABC):
         """
         run = RunDirectory(self.run_dir) if self.run_dir is not None else None
         if run is None or not run.splits_file.is_file():
-            raise FileNotFoundError(
+            raise RunError(
                 "this posterior has no run directory with splits.json; pass a test "
                 "dataset explicitly (--data TEST.h5)"
             )
         splits = run.read_splits()
         path = Path(splits["dataset"])
         if not path.is_file():
-            raise FileNotFoundError(
+            raise RunError(
                 f"{run.splits_file}: the training dataset {path} is gone; "
                 "pass a test dataset explicitly (--data TEST.h5)"
             )

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sbi_exsitu.config.experiment import TARGET_BOUNDS
+from sbi_exsitu.config.experiment import TARGET_BOUNDS, PosteriorSection
 
 __all__ = [
     "ZScore",
@@ -62,6 +62,20 @@ class EstimatorSpec:
         data["targets"] = tuple(data["targets"])
         data["x_shape"] = tuple(data["x_shape"])
         return cls(**data)
+
+    @classmethod
+    def from_section(
+        cls, section: PosteriorSection, x_shape: tuple[int, int, int]
+    ) -> EstimatorSpec:
+        """The spec of the ``[posterior]`` table, for maps of shape ``x_shape``.
+
+        The architecture fields are the table's fields of the same name (the
+        table is their one schema; ``tests/test_estimator.py`` checks they agree).
+        """
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "x_shape"]
+        values = {n: getattr(section, n) for n in names}
+        values["embedding_kwargs"] = dict(values["embedding_kwargs"])
+        return cls(x_shape=tuple(x_shape), **values)
 
     @property
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,6 +39,9 @@ from sbi_exsitu.data.compatibility import (
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.render import RenderConfig
 from sbi_exsitu.device import resolve_device
+from sbi_exsitu.errors import (
+    SamplingError,  # noqa: F401  (re-exported)
+)
 from sbi_exsitu.posteriors.base import Posterior
 from sbi_exsitu.posteriors.estimator import EstimatorSpec, build_estimator, build_prior
 from sbi_exsitu.posteriors.summary import PosteriorSummary, highest_density_intervals
@@ -51,10 +54,6 @@ __all__ = [
     "SamplingError",
     "highest_density_intervals",
 ]
-
-
-class SamplingError(ValueError):
-    """The flow returned NaN/inf draws or draws outside the prior box."""
 
 
 class ExSituPosterior(Posterior):

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.errors import DatasetError
 
 __all__ = [
     "RING_PAIRS",
@@ -285,13 +286,13 @@ def inspect_datasets(paths: Sequence[str | Path], out_dir: str | Path) -> list[P
     try:
         channels = {ds.render_config.channels for ds in datasets}
         if len(channels) != 1:
-            raise ValueError(
+            raise DatasetError(
                 f"datasets have different channels {sorted(channels)}; "
                 "inspect compares datasets rendered with the same channels"
             )
         for ds in datasets:
             if len(ds) == 0:
-                raise ValueError(f"{ds.path}: the dataset holds no samples")
+                raise DatasetError(f"{ds.path}: the dataset holds no samples")
         return [
             plot_example_maps(datasets, out_dir / "example_maps.png"),
             plot_fex_mstar(datasets, out_dir / "fex_mstar.png"),

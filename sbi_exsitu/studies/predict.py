@@ -22,6 +22,7 @@ from sbi_exsitu.data.compatibility import (
     iter_observations,
 )
 from sbi_exsitu.data.dataset import MapDataset
+from sbi_exsitu.errors import OutputError
 from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.tables import TABLE_SUFFIXES, write_table
 
@@ -71,9 +72,9 @@ def predict(
 
     out = Path(out)
     if out.suffix not in TABLE_SUFFIXES:
-        raise ValueError(f"{out}: output must end in one of {TABLE_SUFFIXES}")
+        raise OutputError(f"{out}: output must end in one of {TABLE_SUFFIXES}")
     if save_samples and out.suffix == ".csv":
-        raise ValueError(f"{out}: --samples needs an HDF5 output (.h5)")
+        raise OutputError(f"{out}: --samples needs an HDF5 output (.h5)")
     run_files = [p for p in Path(run_dir).rglob("*") if p.is_file()]
     # An existing table is replaced (as before); an input never is.
     check_output_path(out, inputs=[maps_path, *run_files], overwrite=True)

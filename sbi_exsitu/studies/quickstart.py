@@ -8,14 +8,18 @@ sample (its own seed), standing in for new galaxies the posterior has never seen
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sbi_exsitu.config import packaged_config, resolve_config
 from sbi_exsitu.config.experiment import ExperimentConfig
+from sbi_exsitu.errors import ConfigError
 
 __all__ = ["QuickstartResult", "quickstart"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,15 +35,12 @@ class QuickstartResult:
 def _simulation(
     cfg: ExperimentConfig, seed_offset: int = 0, n_galaxies: int | None = None
 ) -> Any:
-    from sbi_exsitu.data.simulate import SimulationConfig
-
-    sim = dict(cfg.simulate)
+    sim: dict[str, Any] = {}
     if seed_offset:
-        sim["seed"] = int(sim.get("seed", 0)) + seed_offset
+        sim["seed"] = int(cfg.simulate.get("seed", 0)) + seed_offset
     if n_galaxies is not None:
         sim["n_galaxies"] = n_galaxies
-    doc = {"simulate": sim, "model": cfg.model, "render": cfg.render}
-    return SimulationConfig.from_dict(doc, where=f"{cfg.source}")
+    return cfg.simulation_config(simulate=sim)
 
 
 def quickstart(
@@ -70,9 +71,9 @@ def quickstart(
     config = packaged_config("quickstart.toml") if config is None else config
     cfg = ExperimentConfig.from_toml(resolve_config(config))
     if not cfg.simulate:
-        raise ValueError(f"{config}: quickstart needs a [simulate] table")
+        raise ConfigError(f"{config}: quickstart needs a [simulate] table")
     train_path = cfg.train_path
-    say = print if progress else (lambda *a, **k: None)
+    say = logger.info if progress else (lambda *a, **k: None)
     say(f"[1/4] simulating the training set -> {train_path}")
     # resume=True also continues an interrupted `.partial` file (and starts a new
     # one when there is none); keying it on the final file refused to resume.

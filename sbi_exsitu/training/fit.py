@@ -41,7 +41,7 @@ from sbi_exsitu.runs import RunDirectory, RunExistsError
 from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.training.loop import discard_checkpoint, train_member
 from sbi_exsitu.training.plots import plot_predictions, plot_training_curves
-from sbi_exsitu.training.result import FitResult
+from sbi_exsitu.training.result import FitResult, prepare_run
 from sbi_exsitu.training.torchdata import MapBatches, target_array
 
 __all__ = ["FitResult", "fit", "evaluate_posterior", "RunExistsError"]
@@ -50,19 +50,7 @@ __all__ = ["FitResult", "fit", "evaluate_posterior", "RunExistsError"]
 def spec_from_config(
     cfg: ExperimentConfig, x_shape: tuple[int, int, int]
 ) -> EstimatorSpec:
-    p = cfg.posterior
-    return EstimatorSpec(
-        targets=p.targets,
-        x_shape=x_shape,
-        estimator=p.estimator,
-        hidden_features=p.hidden_features,
-        num_transforms=p.num_transforms,
-        num_bins=p.num_bins,
-        embedding=p.embedding,
-        embedding_features=p.embedding_features,
-        invariant=p.invariant,
-        embedding_kwargs=dict(p.embedding_kwargs),
-    )
+    return EstimatorSpec.from_section(cfg.posterior, x_shape)
 
 
 def _augmentation(kind: str) -> Any:
@@ -71,31 +59,6 @@ def _augmentation(kind: str) -> Any:
     from sbi_exsitu.embeddings import random_d4
 
     return random_d4
-
-
-def prepare_run(
-    cfg: ExperimentConfig, overwrite: bool
-) -> tuple[RunDirectory, MapDataset, dict[str, np.ndarray]]:
-    """(run directory, dataset, splits); writes config, render config and splits.
-
-    Shared by the scalar and the map posterior.
-
-    Raises:
-        RunExistsError: the directory holds a run of another configuration.
-        ValueError: too few galaxies for a split by galaxy.
-    """
-    dataset = MapDataset(cfg.train_path)
-    run = RunDirectory(cfg.run_dir)
-    run.prepare(cfg.to_dict(), overwrite)
-    run.write_render_config(dataset.render_config.to_json())
-    splits = dataset.splits(seed=cfg.data.split_seed)
-    if min(len(v) for v in splits.values()) == 0:
-        raise ValueError(
-            f"{dataset.path}: {len(np.unique(dataset.labels['galaxy_id']))} galaxies "
-            "are too few for a train/validation/test split by galaxy"
-        )
-    run.write_splits(splits, dataset.path, cfg.data.split_seed)
-    return run, dataset, splits
 
 
 def fit(

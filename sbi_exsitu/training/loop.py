@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import torch
 
 from sbi_exsitu.atomic import atomic_write_json
+from sbi_exsitu.errors import TrainingDivergedError
 from sbi_exsitu.runs import load_state_dict, save_state_dict
 from sbi_exsitu.seeding import derive_seed
 
@@ -55,10 +56,6 @@ __all__ = [
 ]
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
-
-
-class TrainingDivergedError(ValueError):
-    """A training or validation loss became NaN or infinite."""
 
 
 class LoopSettings(Protocol):

@@ -35,14 +35,15 @@ from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.dataset import MapDataset, subsample
 from sbi_exsitu.data.exsitu_fraction import fit_mass_scale
 from sbi_exsitu.device import configure_threads, resolve_device
+from sbi_exsitu.errors import ConfigError, DatasetError
 from sbi_exsitu.posteriors.map.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.posteriors.map.latent_flow import build_latent_flow
 from sbi_exsitu.posteriors.map.noise import fit_shared_noise
 from sbi_exsitu.posteriors.map.posterior import MapPosterior
 from sbi_exsitu.runs import RunDirectory
 from sbi_exsitu.seeding import derive_seed
-from sbi_exsitu.training.fit import prepare_run
 from sbi_exsitu.training.loop import discard_checkpoint, train_loop
+from sbi_exsitu.training.result import FitResult, prepare_run
 
 __all__ = ["KLWarmup", "fit_map_posterior"]
 
@@ -220,13 +221,9 @@ def _ensure_dataset(cfg: ExperimentConfig) -> None:
     # Convenience for the quickstart configs: simulate a missing training set.
     if cfg.train_path.exists() or not cfg.simulate:
         return
-    from sbi_exsitu.data.simulate import SimulationConfig, simulate
+    from sbi_exsitu.data.simulate import simulate
 
-    sim = SimulationConfig.from_dict(
-        {"simulate": cfg.simulate, "model": cfg.model, "render": cfg.render},
-        where=cfg.source,
-    )
-    simulate(sim, cfg.train_path, workers=1, progress=False)
+    simulate(cfg.simulation_config(), cfg.train_path, workers=1, progress=False)
 
 
 def _build_models(
@@ -238,7 +235,7 @@ def _build_models(
     c, h, _ = shape
     p = cfg.posterior
     if p.embedding not in EMBEDDINGS:
-        raise ValueError(
+        raise ConfigError(
             f"{cfg.source} [posterior]: unknown embedding "
             f"{p.embedding!r}; known: {sorted(EMBEDDINGS)}"
         )
@@ -269,7 +266,7 @@ def _read_arrays(
 ) -> tuple[_Arrays, _Arrays]:
     train, val = _Arrays.read(dataset, train_idx), _Arrays.read(dataset, val_idx)
     if not (torch.isfinite(train.y).all() and torch.isfinite(val.y).all()):
-        raise ValueError(
+        raise DatasetError(
             f"{dataset.path}: ex-situ maps contain NaN (data without "
             "ex-situ flags cannot train the map posterior)"
         )
@@ -344,7 +341,6 @@ def fit_map_posterior(
     Raises:
         TrainingDivergedError: a loss became NaN or infinite.
     """
-    from sbi_exsitu.training.result import FitResult
 
     settings = MapSettings.from_config(cfg)
     configure_threads(cfg.run.threads)

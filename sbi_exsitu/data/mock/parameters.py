@@ -16,14 +16,12 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING
 
+from sbi_exsitu.errors import ModelError
+
 if TYPE_CHECKING:
     from sbi_exsitu.data.mock.base import FormationModel
 
 __all__ = ["GRAVITY_FIELDS", "POPULATION_FIELDS", "ModelError", "validate_model"]
-
-
-class ModelError(ValueError):
-    """A model name or parameter is invalid; the message names it."""
 
 
 # Physical ranges: (low, high) inclusive; None = unbounded on that side.

@@ -23,6 +23,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from sbi_exsitu.errors import ReaderError
+
 __all__ = ["ReaderError", "read_array", "read_attr", "has", "describe_kind"]
 
 _KINDS = {
@@ -32,13 +34,6 @@ _KINDS = {
     "iu": "integer",
     "fiu": "numeric",
 }
-
-
-class ReaderError(ValueError):
-    """A simulation file is missing a field or holds bad values.
-
-    The message always names the file, the field and what was expected.
-    """
 
 
 def describe_kind(kind: str) -> str:

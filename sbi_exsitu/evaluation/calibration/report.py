@@ -48,6 +48,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sbi_exsitu.atomic import atomic_write_text, check_output_path
+from sbi_exsitu.errors import MissingLabelError
 from sbi_exsitu.evaluation.calibration import metrics as M
 from sbi_exsitu.evaluation.calibration import plots
 from sbi_exsitu.evaluation.calibration.protocol import PosteriorLike
@@ -500,7 +501,7 @@ def calibrate_dataset(
     idx = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     missing = [n for n in posterior.param_names if n not in dataset.labels]
     if missing:
-        raise KeyError(
+        raise MissingLabelError(
             f"dataset has no label(s) {missing} for the posterior's parameters; "
             f"labels: {sorted(dataset.labels)}"
         )

@@ -50,6 +50,7 @@ from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.exsitu_fraction import implied_fex, mass_weights
 from sbi_exsitu.data.render import RenderConfig
 from sbi_exsitu.device import resolve_device
+from sbi_exsitu.errors import RunError
 from sbi_exsitu.posteriors.base import Posterior
 from sbi_exsitu.posteriors.map.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.posteriors.map.latent_flow import LatentFlow, build_latent_flow
@@ -450,9 +451,7 @@ class MapPosterior(Posterior):
         run = RunDirectory(run_dir)
         meta = run.read_model()
         if meta.get("kind") != "map":
-            raise ValueError(
-                f"{run.model_file}: kind is {meta.get('kind')!r}, not 'map'"
-            )
+            raise RunError(f"{run.model_file}: kind is {meta.get('kind')!r}, not 'map'")
         dev = resolve_device(device)
         settings = MapSettings(**meta["settings"])
         cvae = ConditionalVAE(CVAEConfig.from_dict(meta["cvae"]))

@@ -17,6 +17,7 @@ import numpy as np
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.data.dataset import DatasetWriter, MapDataset
 from sbi_exsitu.data.render import CHANNELS, RenderedViews
+from sbi_exsitu.errors import DatasetError
 from sbi_exsitu.studies.crosstest.grid import (
     UNION,
     UNION_ID_OFFSET,
@@ -31,18 +32,15 @@ __all__ = ["derive_channels", "prepare_data", "union_dataset"]
 def _simulation(
     cfg: ExperimentConfig, model: str, model_index: int, aperture: float | None
 ) -> Any:
-    from sbi_exsitu.data.simulate import SimulationConfig
-
-    sim = dict(cfg.simulate) | {"model": model}
     # Independent galaxies per model (as TNG and EAGLE are), the same galaxies
     # for every aperture of one model.
-    sim["seed"] = int(sim.get("seed", 0)) + 1000 * model_index
-    render = dict(cfg.render) | {
-        "channels": list(CHANNELS),
-        "aperture_re": aperture if aperture is not None else False,
-    }
-    return SimulationConfig.from_dict(
-        {"simulate": sim, "model": dict(cfg.model), "render": render},
+    seed = int(cfg.simulate.get("seed", 0)) + 1000 * model_index
+    return cfg.simulation_config(
+        simulate={"model": model, "seed": seed},
+        render={
+            "channels": list(CHANNELS),
+            "aperture_re": aperture if aperture is not None else False,
+        },
         where=f"{cfg.source} (crosstest {model}, aperture {aperture_label(aperture)})",
     )
 
@@ -58,7 +56,7 @@ def derive_channels(base: MapDataset, channels: tuple[str, ...], out: Path) -> P
     cfg = base.render_config
     missing = [c for c in channels if c not in cfg.channels]
     if missing:
-        raise ValueError(f"{base.path} has no channel(s) {missing}")
+        raise DatasetError(f"{base.path} has no channel(s) {missing}")
     pick = [cfg.channels.index(c) for c in channels]
     new_cfg = dataclasses.replace(cfg, channels=tuple(channels))
     attrs = base.attrs

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sbi_exsitu.data.render import CHANNELS
-from sbi_exsitu.schema import ConfigError, check_keys
+from sbi_exsitu.schema import ConfigError, check_keys, check_types
 
 __all__ = [
     "UNION",
@@ -82,6 +82,7 @@ class CrosstestSection:
         """
         doc = dict(doc or {})
         check_keys(doc, [f.name for f in dataclasses.fields(cls)], where)
+        doc = check_types(doc, cls, where)
         kw: dict[str, Any] = {}
         if "models" in doc:
             kw["models"] = tuple(doc["models"])

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,8 @@ __all__ = [
     "UNION",
     "UNION_ID_OFFSET",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -302,7 +305,7 @@ def crosstest(
     for sub in ("data", "cells", "figures"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / CONFIG_FILE, cfg.to_dict())
-    say = print if progress else (lambda *a, **k: None)
+    say = logger.info if progress else (lambda *a, **k: None)
     configure_threads(cfg.run.threads)
     t_start = time.perf_counter()
     paths = prepare_data(cfg, sec, root / "data", progress, say)
