@@ -103,7 +103,7 @@ def check_output_path(
         >>> check_output_path(d, kind="file")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        sbi_exsitu.atomic.OutputPathError: ...is a folder, not a file; choose another -o
+        sbi_exsitu.errors.OutputPathError: ...is a folder, not a file; choose another -o
     """
     path = Path(path).expanduser()
     for source in inputs:
@@ -146,7 +146,7 @@ class OutputLock:
         ...     OutputLock(out).acquire()  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        sbi_exsitu.atomic.OutputBusyError: another process (pid ...) is writing ...
+        sbi_exsitu.errors.OutputBusyError: another process (pid ...) is writing ...
     """
 
     def __init__(self, output: str | Path) -> None:

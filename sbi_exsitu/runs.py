@@ -105,7 +105,7 @@ def check_finite_state(state: dict[str, Any], path: str | Path) -> None:
         >>> check_finite_state({"w": torch.tensor([1.0, float("nan")])}, "w.pt")
         Traceback (most recent call last):
         ...
-        sbi_exsitu.runs.CorruptWeightsError: w.pt: tensor(s) ['w'] \
+        sbi_exsitu.errors.CorruptWeightsError: w.pt: tensor(s) ['w'] \
 hold NaN or infinite values (training diverged or the file is damaged); \
 re-train the run with `sbi-exsitu fit CONFIG --overwrite`
     """

@@ -148,7 +148,7 @@ def test_resume_a_finished_file_appends(tmp_path):
 def test_existing_file_needs_resume_or_overwrite(tmp_path):
     path = tmp_path / "d.h5"
     write(path, range(2))
-    with pytest.raises(DatasetError, match=r"d\.h5 exists; pass resume=True"):
+    with pytest.raises(DatasetError, match=r"d\.h5 exists; resume it"):
         DatasetWriter(path, CONFIG)
     write(path, [7], overwrite=True)
     with MapDataset(path) as ds:

@@ -136,7 +136,7 @@ def check_finite_maps(maps: np.ndarray, where: str, indices: Any = None) -> None
         >>> check_finite_maps(np.array([[0.0], [np.nan]]), "maps")
         Traceback (most recent call last):
         ...
-        sbi_exsitu.data.compatibility.ObservationError: maps: sample 1 has 1 NaN \
+        sbi_exsitu.errors.ObservationError: maps: sample 1 has 1 NaN \
 or infinite value(s) (field 'maps', expected finite numbers); fix or drop that \
 sample before sampling
     """
@@ -204,7 +204,7 @@ def check_sampling_size(
         >>> check_sampling_size(10, 0, 1)
         Traceback (most recent call last):
         ...
-        sbi_exsitu.data.compatibility.SamplingLimitError: num_samples is 0, \
+        sbi_exsitu.errors.SamplingLimitError: num_samples is 0, \
 expected a positive integer (e.g. 1000)
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):

@@ -52,6 +52,7 @@ import numpy as np
 
 from sbi_exsitu.atomic import OutputLock, check_output_path
 from sbi_exsitu.data.render import RenderConfig, RenderedViews
+from sbi_exsitu.data.splits import SPLIT_FRACTIONS, split_by_galaxy, subsample
 from sbi_exsitu.errors import DatasetError, SampleIndexError
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-SPLIT_FRACTIONS = (0.75, 0.10, 0.15)
 LABELS = ("f_ex", "log_mstar", "galaxy_id", "view_id", "model", "half_mass_radius")
 _LABEL_DTYPES = {
     "f_ex": np.float64,
@@ -325,49 +325,6 @@ def _check_schema(h5: h5py.File, path: Path) -> None:
         if name not in h5:
             h5.close()
             raise DatasetError(f"{path}: dataset '/{name}' is missing")
-
-
-def subsample(indices: np.ndarray, max_count: int | None, seed: int) -> np.ndarray:
-    """At most ``max_count`` of ``indices``, drawn without replacement and sorted.
-
-    All of them (unchanged) when there are no more than ``max_count`` or it is
-    None; the same seed gives the same subset.
-    """
-    indices = np.asarray(indices)
-    if max_count is None or len(indices) <= max_count:
-        return indices
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(indices, max_count, replace=False))
-
-
-def split_by_galaxy(
-    galaxy_ids: np.ndarray,
-    fractions: Sequence[float] = SPLIT_FRACTIONS,
-    seed: int = 0,
-    names: Sequence[str] = ("train", "validation", "test"),
-) -> dict[str, np.ndarray]:
-    """Split sample indices so that all views of a galaxy land in one split.
-
-    Args:
-        galaxy_ids: (N,) galaxy id of every sample.
-        fractions: fraction of galaxies per split (sums to 1).
-        seed: seed of the galaxy shuffle; the same seed gives the same split.
-        names: split names.
-
-    Returns:
-        Split name -> sorted sample indices.
-    """
-    fractions = np.asarray(fractions, dtype=np.float64)
-    if len(fractions) != len(names) or not np.isclose(fractions.sum(), 1.0):
-        raise ValueError(f"split fractions {list(fractions)} must sum to 1")
-    galaxies = np.unique(galaxy_ids)
-    order = np.random.default_rng(seed).permutation(len(galaxies))
-    cuts = np.round(np.cumsum(fractions) * len(galaxies)).astype(int)
-    assignment = np.empty(len(galaxies), dtype=np.int64)
-    for k, (lo, hi) in enumerate(zip(np.r_[0, cuts[:-1]], cuts, strict=True)):
-        assignment[order[lo:hi]] = k
-    split_of_sample = assignment[np.searchsorted(galaxies, galaxy_ids)]
-    return {name: np.flatnonzero(split_of_sample == k) for k, name in enumerate(names)}
 
 
 class MapDataset:

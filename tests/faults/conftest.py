@@ -62,6 +62,20 @@ def write_maps(path: Path, maps: np.ndarray) -> Path:
     return path
 
 
+def write_empty(path: Path) -> Path:
+    """A finished dataset that holds no complete sample (``n_complete = 0``).
+
+    The writer itself never leaves such a file; older writers and other tools
+    can, so the readers must still refuse it clearly.
+    """
+    import h5py
+
+    write_maps(path, np.zeros((1, 1, RES, RES), np.float32))
+    with h5py.File(path, "a") as h5:
+        h5.attrs["n_complete"] = 0
+    return path
+
+
 @pytest.fixture
 def maps() -> np.ndarray:
     return np.random.default_rng(0).normal(size=(6, 1, RES, RES)).astype(np.float32)

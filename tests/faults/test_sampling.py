@@ -15,7 +15,7 @@ from sbi_exsitu.data.compatibility import ObservationError, SamplingLimitError
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.posteriors.scalar import SamplingError
 
-from .conftest import no_hang, write_maps
+from .conftest import no_hang, write_empty, write_maps
 
 
 # -- 1. NaN in a streamed dataset --------------------------------------------------
@@ -111,7 +111,7 @@ def test_draws_that_cannot_fit_in_memory_are_refused(
 
 
 def test_empty_input_is_refused(scalar_post, map_post, tmp_path) -> None:
-    empty = MapDataset(write_maps(tmp_path / "empty.h5", np.zeros((0, 1, 16, 16))))
+    empty = MapDataset(write_empty(tmp_path / "empty.h5"))
     for post in (scalar_post, map_post):
         with pytest.raises(ObservationError, match="empty.h5: the dataset holds no"):
             post.sample(empty, 10)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from sbi_exsitu.data.compatibility import ObservationError, SamplingLimitError
-from sbi_exsitu.evaluation.calibration.report import calibrate, calibrate_dataset
+from sbi_exsitu.evaluation.calibration import calibrate, calibrate_dataset
 from sbi_exsitu.studies.predict import predict
 
-from .conftest import no_hang, write_maps
+from .conftest import no_hang, write_empty, write_maps
 
 
 class _Recorder:
@@ -57,7 +57,7 @@ def run(scalar_post, tmp_path):
 
 
 def test_predict_refuses_an_empty_dataset(run, tmp_path) -> None:
-    empty = write_maps(tmp_path / "empty.h5", np.zeros((0, 1, 16, 16)))
+    empty = write_empty(tmp_path / "empty.h5")
     with pytest.raises(ObservationError, match="empty.h5: the dataset holds no"):
         predict(run, empty, tmp_path / "o.csv", progress=False, misspecification=False)
 

@@ -10,6 +10,7 @@ Example:
     True
 """
 
+from sbi_exsitu.evaluation.calibration.datasets import calibrate_dataset
 from sbi_exsitu.evaluation.calibration.metrics import (
     TarpResult,
     coverage_area,
@@ -25,11 +26,7 @@ from sbi_exsitu.evaluation.calibration.metrics import (
     tarp,
 )
 from sbi_exsitu.evaluation.calibration.protocol import PosteriorLike
-from sbi_exsitu.evaluation.calibration.report import (
-    CalibrationReport,
-    calibrate,
-    calibrate_dataset,
-)
+from sbi_exsitu.evaluation.calibration.report import CalibrationReport, calibrate
 from sbi_exsitu.evaluation.calibration.verdict import (
     VERDICT_RULE,
     VERDICTS,

@@ -48,13 +48,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sbi_exsitu.atomic import atomic_write_text, check_output_path
-from sbi_exsitu.errors import MissingLabelError
 from sbi_exsitu.evaluation.calibration import metrics as M
 from sbi_exsitu.evaluation.calibration import plots
 from sbi_exsitu.evaluation.calibration.protocol import PosteriorLike
 from sbi_exsitu.evaluation.calibration.verdict import VERDICT_RULE, Judgement, judge
 
-__all__ = ["CalibrationReport", "calibrate", "calibrate_dataset"]
+__all__ = ["CalibrationReport", "calibrate"]
 
 SCHEMA = "sbi-exsitu/calibration/2"  # 2: galaxy-aware tests (n_galaxies, "n" per test)
 log = logging.getLogger(__name__)
@@ -466,55 +465,3 @@ def calibrate(
     report.seed = seed
     report.timings = {**timings, **report.timings}
     return report
-
-
-def calibrate_dataset(
-    posterior: PosteriorLike,
-    dataset: Any,
-    indices: Sequence[int] | np.ndarray | None = None,
-    out_dir: str | Path | None = None,
-    **kwargs: Any,
-) -> CalibrationReport:
-    """:func:`calibrate` on (a subset of) a
-    :class:`~sbi_exsitu.data.dataset.MapDataset`.
-
-    Truths are the dataset labels named by ``posterior.param_names``; the views
-    are grouped by ``labels["galaxy_id"]`` when the dataset has it.
-
-    Args:
-        posterior: any :class:`~.protocol.PosteriorLike`.
-        dataset: has ``labels`` (name -> ``(N,)`` array), ``maps(indices)`` and
-            ``len``.
-        indices: which samples; all by default. The maps are read into memory.
-        out_dir: where the caller will save the report; checked before the
-            sampling (:func:`~sbi_exsitu.atomic.check_output_path`), not written.
-        **kwargs: passed to :func:`calibrate`.
-
-    Returns:
-        The :class:`CalibrationReport`.
-
-    Raises:
-        OutputPathError: ``out_dir`` is the dataset, a file or read-only.
-    """
-    if out_dir is not None:
-        check_output_path(out_dir, kind="dir", inputs=[getattr(dataset, "path", None)])
-    idx = np.arange(len(dataset)) if indices is None else np.asarray(indices)
-    missing = [n for n in posterior.param_names if n not in dataset.labels]
-    if missing:
-        raise MissingLabelError(
-            f"dataset has no label(s) {missing} for the posterior's parameters; "
-            f"labels: {sorted(dataset.labels)}"
-        )
-    for name in posterior.param_names:
-        if len(dataset.labels[name]) != len(dataset):
-            raise ValueError(
-                f"{getattr(dataset, 'path', 'dataset')}: label '{name}' has "
-                f"{len(dataset.labels[name])} values for {len(dataset)} maps, "
-                "expected one per map; re-write the dataset's labels"
-            )
-    truths = np.stack(
-        [np.asarray(dataset.labels[n])[idx] for n in posterior.param_names], axis=1
-    )
-    if "galaxy_id" in dataset.labels:
-        kwargs.setdefault("groups", np.asarray(dataset.labels["galaxy_id"])[idx])
-    return calibrate(posterior, dataset.maps(idx), truths, **kwargs)
