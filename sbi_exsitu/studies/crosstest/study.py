@@ -84,7 +84,7 @@ from typing import Any
 
 import numpy as np
 
-from sbi_exsitu.atomic import atomic_write_json, atomic_write_text
+from sbi_exsitu.atomic import atomic_write_json
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.runs import CONFIG_FILE, RunDirectory
@@ -98,17 +98,12 @@ from sbi_exsitu.studies.crosstest.grid import (
     UNION,
     UNION_ID_OFFSET,
     CrosstestSection,
-    aperture_label,
     cell_name,
-    relation,
 )
 from sbi_exsitu.studies.crosstest.tables import (
-    TABLE_COLUMNS,
-    markdown_table,
+    grid_rows,
     read_csv,
-    summarize_grid,
-    table_row,
-    write_csv,
+    write_grid_tables,
 )
 
 __all__ = [
@@ -290,8 +285,58 @@ def crosstest(
         RunExistsError: a cell directory holds a run of another configuration.
     """
     from sbi_exsitu.device import configure_threads
-    from sbi_exsitu.evaluation.misspecification import MisspecificationDetector, roc_auc
 
+    cfg, sec = _load_study(config_path)
+    root = Path(out_dir) if out_dir is not None else cfg.run_dir
+    for sub in ("data", "cells", "figures"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(root / CONFIG_FILE, cfg.to_dict())
+    say = logger.info if progress else (lambda *a, **k: None)
+    configure_threads(cfg.run.threads)
+    t_start = time.perf_counter()
+    paths = prepare_data(cfg, sec, root / "data", progress, say)
+    results, trained, reused = _run_grid(cfg, sec, root, paths, progress, say)
+
+    # AUC: the cell's in-model test scores are the negatives, another model's the
+    # positives (the union has no out-of-model test set).
+    scores = {
+        (res["cell"], res["test"]): read_csv(
+            root / "cells" / res["cell"] / "tests" / f"{res['test']}.csv"
+        )
+        for res in results
+    }
+    rows, misspec = grid_rows(results, scores, sec.method)
+    files, summary = write_grid_tables(root, rows, misspec, sec)
+    atomic_write_json(
+        root / "crosstest.json",
+        {
+            "config": str(config_path),
+            "section": _jsonable(dataclasses.asdict(sec)),
+            "rows": rows,
+            "misspecification": misspec,
+            "trained": trained,
+            "reused": reused,
+            "seconds": time.perf_counter() - t_start,
+        },
+    )
+    files.append(root / "crosstest.json")
+    if plots:
+        from sbi_exsitu.studies.crosstest.plots import plot_all
+
+        files += plot_all(results, scores, sec, root / "figures")
+    return CrosstestResult(
+        out_dir=root,
+        rows=rows,
+        misspecification=misspec,
+        summary=summary,
+        files=files,
+        trained=trained,
+        reused=reused,
+    )
+
+
+def _load_study(config_path: str | Path) -> tuple[ExperimentConfig, CrosstestSection]:
+    """The experiment and its validated ``[crosstest]`` table."""
     cfg = ExperimentConfig.from_toml(config_path)
     sec = CrosstestSection.from_dict(
         cfg.extra.get("crosstest"), f"{config_path} [crosstest]"
@@ -301,14 +346,20 @@ def crosstest(
             f"{config_path} [posterior]: crosstest needs a scalar "
             "posterior with target 'f_ex'"
         )
-    root = Path(out_dir) if out_dir is not None else cfg.run_dir
-    for sub in ("data", "cells", "figures"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / CONFIG_FILE, cfg.to_dict())
-    say = logger.info if progress else (lambda *a, **k: None)
-    configure_threads(cfg.run.threads)
-    t_start = time.perf_counter()
-    paths = prepare_data(cfg, sec, root / "data", progress, say)
+    return cfg, sec
+
+
+def _run_grid(
+    cfg: ExperimentConfig,
+    sec: CrosstestSection,
+    root: Path,
+    paths: dict[tuple[str, str, float | None], Path],
+    progress: bool,
+    say: Any,
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Train (or reuse) every cell and test it on every model: (results, trained,
+    reused)."""
+    from sbi_exsitu.evaluation.misspecification import MisspecificationDetector
 
     results: list[dict[str, Any]] = []
     trained, reused = [], []
@@ -353,100 +404,7 @@ def crosstest(
             f"[{i + 1}/{len(grid)}] {name}: {'trained' if now else 'reused'} "
             f"+ tested in {time.perf_counter() - t0:.0f} s"
         )
-
-    # AUC: the cell's in-model test scores are the negatives, another model's the
-    # positives (the union has no out-of-model test set).
-    scores: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    for res in results:
-        scores[(res["cell"], res["test"])] = read_csv(
-            root / "cells" / res["cell"] / "tests" / f"{res['test']}.csv"
-        )
-    rows, misspec = [], []
-    for res in results:
-        auc = float("nan")
-        rel = relation(res["train"], res["test"])
-        if rel == "cross":
-            neg = scores[(res["cell"], res["train"])]["misspec_score"]
-            pos = scores[(res["cell"], res["test"])]["misspec_score"]
-            auc = roc_auc(neg, pos)
-            other = "knn" if sec.method == "mmd" else "mmd"
-            auc_other = roc_auc(
-                scores[(res["cell"], res["train"])][f"misspec_score_{other}"],
-                scores[(res["cell"], res["test"])][f"misspec_score_{other}"],
-            )
-            fixed = next(
-                r
-                for r in results
-                if r["cell"] == res["cell"] and r["test"] == res["train"]
-            )
-            misspec.append(
-                {
-                    "train": res["train"],
-                    "test": res["test"],
-                    "channels": res["channels"],
-                    "aperture": aperture_label(res["aperture"]),
-                    "false_alarm_rate": fixed["misspecification"]["flag_rate"],
-                    "detection_rate": res["misspecification"]["flag_rate"],
-                    "auc": auc,
-                    f"auc_{other}": auc_other,
-                    "set_pvalue_in": fixed["misspecification"]["set_test"]["p_value"],
-                    "set_pvalue_cross": res["misspecification"]["set_test"]["p_value"],
-                }
-            )
-        rows.append(table_row(res, auc))
-    files = [write_csv(rows, TABLE_COLUMNS, root / "table.csv")]
-    atomic_write_text(root / "table.md", markdown_table(rows, TABLE_COLUMNS))
-    other = "knn" if sec.method == "mmd" else "mmd"
-    ms_cols = (
-        "train",
-        "test",
-        "channels",
-        "aperture",
-        "false_alarm_rate",
-        "detection_rate",
-        "auc",
-        f"auc_{other}",
-        "set_pvalue_in",
-        "set_pvalue_cross",
-    )
-    files += [
-        root / "table.md",
-        write_csv(misspec, ms_cols, root / "misspecification.csv"),
-    ]
-    summary = summarize_grid(rows, misspec, sec)
-    summary += "\n## Table\n\n" + markdown_table(rows, TABLE_COLUMNS)
-    if misspec:
-        summary += "\n## Misspecification flag per cell\n\n" + markdown_table(
-            misspec, ms_cols
-        )
-    atomic_write_text(root / "summary.md", summary)
-    files.append(root / "summary.md")
-    atomic_write_json(
-        root / "crosstest.json",
-        {
-            "config": str(config_path),
-            "section": _jsonable(dataclasses.asdict(sec)),
-            "rows": rows,
-            "misspecification": misspec,
-            "trained": trained,
-            "reused": reused,
-            "seconds": time.perf_counter() - t_start,
-        },
-    )
-    files.append(root / "crosstest.json")
-    if plots:
-        from sbi_exsitu.studies.crosstest.plots import plot_all
-
-        files += plot_all(results, scores, sec, root / "figures")
-    return CrosstestResult(
-        out_dir=root,
-        rows=rows,
-        misspecification=misspec,
-        summary=summary,
-        files=files,
-        trained=trained,
-        reused=reused,
-    )
+    return results, trained, reused
 
 
 def _jsonable(obj: Any) -> Any:

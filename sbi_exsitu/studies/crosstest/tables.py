@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from sbi_exsitu.atomic import atomic_write_text
+from sbi_exsitu.evaluation.misspecification import roc_auc
 from sbi_exsitu.studies.crosstest.grid import (
     CrosstestSection,
     aperture_label,
@@ -18,6 +19,9 @@ from sbi_exsitu.studies.crosstest.grid import (
 
 __all__ = [
     "TABLE_COLUMNS",
+    "grid_rows",
+    "misspecification_columns",
+    "write_grid_tables",
     "markdown_table",
     "read_csv",
     "table_row",
@@ -224,3 +228,90 @@ def summarize_grid(
                 f"{top['detection_rate']:.3f})."
             )
     return "\n".join(lines) + "\n"
+
+
+def misspecification_columns(method: str) -> tuple[str, ...]:
+    """Columns of the per-cell flag table; the AUC of the other method rides along."""
+    other = "knn" if method == "mmd" else "mmd"
+    return (
+        "train",
+        "test",
+        "channels",
+        "aperture",
+        "false_alarm_rate",
+        "detection_rate",
+        "auc",
+        f"auc_{other}",
+        "set_pvalue_in",
+        "set_pvalue_cross",
+    )
+
+
+def grid_rows(
+    results: list[dict[str, Any]],
+    scores: dict[tuple[str, str], dict[str, np.ndarray]],
+    method: str,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one table row per tested cell, one flag row per cross-model test).
+
+    ``scores[(cell, test)]`` are the per-galaxy misspecification scores of a
+    cell's test on one model; a cross-model AUC takes the cell's in-model scores
+    as the negatives.
+    """
+    other = "knn" if method == "mmd" else "mmd"
+    rows, misspec = [], []
+    for res in results:
+        auc = float("nan")
+        if relation(res["train"], res["test"]) == "cross":
+            neg = scores[(res["cell"], res["train"])]
+            pos = scores[(res["cell"], res["test"])]
+            auc = roc_auc(neg["misspec_score"], pos["misspec_score"])
+            fixed = next(
+                r
+                for r in results
+                if r["cell"] == res["cell"] and r["test"] == res["train"]
+            )
+            fixed_ms, cross_ms = fixed["misspecification"], res["misspecification"]
+            misspec.append(
+                {
+                    "train": res["train"],
+                    "test": res["test"],
+                    "channels": res["channels"],
+                    "aperture": aperture_label(res["aperture"]),
+                    "false_alarm_rate": fixed_ms["flag_rate"],
+                    "detection_rate": cross_ms["flag_rate"],
+                    "auc": auc,
+                    f"auc_{other}": roc_auc(
+                        neg[f"misspec_score_{other}"], pos[f"misspec_score_{other}"]
+                    ),
+                    "set_pvalue_in": fixed_ms["set_test"]["p_value"],
+                    "set_pvalue_cross": cross_ms["set_test"]["p_value"],
+                }
+            )
+        rows.append(table_row(res, auc))
+    return rows, misspec
+
+
+def write_grid_tables(
+    root: Path,
+    rows: list[dict[str, Any]],
+    misspec: list[dict[str, Any]],
+    sec: CrosstestSection,
+) -> tuple[list[Path], str]:
+    """Write table.csv/.md, misspecification.csv and summary.md: (files, summary)."""
+    ms_cols = misspecification_columns(sec.method)
+    files = [write_csv(rows, TABLE_COLUMNS, root / "table.csv")]
+    atomic_write_text(root / "table.md", markdown_table(rows, TABLE_COLUMNS))
+    files += [
+        root / "table.md",
+        write_csv(misspec, ms_cols, root / "misspecification.csv"),
+    ]
+    summary = summarize_grid(rows, misspec, sec)
+    summary += "\n## Table\n\n" + markdown_table(rows, TABLE_COLUMNS)
+    if misspec:
+        summary += "\n## Misspecification flag per cell\n\n" + markdown_table(
+            misspec, ms_cols
+        )
+    atomic_write_text(root / "summary.md", summary)
+    files.append(root / "summary.md")
+    return files, summary
