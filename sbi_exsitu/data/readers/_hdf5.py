@@ -25,7 +25,16 @@ import numpy as np
 
 from sbi_exsitu.errors import ReaderError
 
-__all__ = ["ReaderError", "read_array", "read_attr", "has", "describe_kind"]
+__all__ = [
+    "ReaderError",
+    "read_array",
+    "read_attr",
+    "has",
+    "describe_kind",
+    "open_hdf5",
+    "require_group",
+    "row_count",
+]
 
 _KINDS = {
     "f": "floating-point",
@@ -48,6 +57,33 @@ def has(f: h5py.File, name: str) -> bool:
 
 def _fname(f: h5py.File) -> str:
     return str(Path(f.filename))
+
+
+def open_hdf5(path: Path) -> h5py.File:
+    """Open ``path`` read-only; a file h5py cannot open is a :class:`ReaderError`."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ReaderError(f"{path}: cannot open as HDF5: {err}") from None
+
+
+def require_group(f: h5py.File, path: Path, name: str, expected: str) -> h5py.Group:
+    """The group ``name`` of ``f``, or a :class:`ReaderError` saying what it holds.
+
+    ``path`` is the name the caller was given (not ``f.filename``), so that
+    messages quote the file exactly as the user spelled it.
+    """
+    if name not in f:
+        raise ReaderError(f"{path}: group '{name}' is missing, expected {expected}")
+    return f[name]
+
+
+def row_count(f: h5py.File, name: str) -> int:
+    """Length of dataset ``name`` (0 if missing: :func:`read_array` then says so).
+
+    Readers take N from the first dataset and check the others against it.
+    """
+    return f[name].shape[0] if name in f else 0
 
 
 def read_array(

@@ -53,8 +53,22 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sbi_exsitu.data.particles import Particles, ParticlesError, half_mass_radius
-from sbi_exsitu.data.readers._hdf5 import ReaderError, read_array, read_attr
+from sbi_exsitu.data.particles import Particles, half_mass_radius
+from sbi_exsitu.data.readers._hdf5 import (
+    ReaderError,
+    open_hdf5,
+    read_array,
+    read_attr,
+    require_group,
+    row_count,
+)
+from sbi_exsitu.data.readers._stars import (
+    build_particles,
+    check_masses,
+    check_nonnegative,
+    header_cosmology,
+    nearest_image,
+)
 from sbi_exsitu.data.readers.cosmology import Cosmology
 
 __all__ = [
@@ -156,157 +170,193 @@ def read_eagle(
     fields = {"smoothed": "SmoothedMetallicity", "particle": "Metallicity"}
     if metallicity not in fields:
         raise ValueError(f"metallicity must be one of {sorted(fields)}")
-    if isinstance(catalogue, (str, Path)):
-        try:
-            catalogue = json.loads(Path(catalogue).read_text())
-        except (OSError, ValueError) as err:
-            raise ReaderError(
-                f"{catalogue}: cannot read catalogue JSON: {err}"
-            ) from None
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ReaderError(f"{path}: cannot open as HDF5: {err}") from None
-    with f:
-        if "Header" not in f:
-            raise ReaderError(
-                f"{path}: group 'Header' is missing, expected an EAGLE "
-                "header (ExpansionFactor, HubbleParam, BoxSize, ...)"
-            )
-        header = f["Header"]
-        a = read_attr(header, "ExpansionFactor", positive=True, what="scale factor")
-        h = read_attr(header, "HubbleParam", positive=True)
-        box = read_attr(header, "BoxSize", positive=True, what="cMpc/h")
-        cosmo = Cosmology(
-            h,
-            read_attr(header, "Omega0", positive=True),
-            read_attr(header, "OmegaLambda"),
-        )
-        if "PartType4" not in f:
-            raise ReaderError(
-                f"{path}: group 'PartType4' is missing, expected the star particles"
-            )
-        n = f["PartType4/Coordinates"].shape[0] if "PartType4/Coordinates" in f else 0
-        raw = {
-            "Coordinates": read_array(
-                f, "PartType4/Coordinates", kind="f", shape=(None, 3)
-            ),
-            "Velocity": read_array(f, "PartType4/Velocity", kind="f", shape=(n, 3)),
-            "Mass": read_array(f, "PartType4/Mass", kind="f", shape=(n,)),
-            "StellarFormationTime": read_array(
-                f, "PartType4/StellarFormationTime", kind="f", shape=(n,)
-            ),
-            fields[metallicity]: read_array(
-                f, f"PartType4/{fields[metallicity]}", kind="f", shape=(n,)
-            ),
-        }
-        member = np.ones(n, dtype=bool)
-        if "PartType4/GroupNumber" in f or "PartType4/SubGroupNumber" in f:
-            group = np.abs(
-                read_array(f, "PartType4/GroupNumber", kind="iu", shape=(n,)).astype(
-                    np.int64
-                )
-            )
-            sub = read_array(
-                f, "PartType4/SubGroupNumber", kind="iu", shape=(n,)
-            ).astype(np.int64)
-            member = _membership(path, group, sub, group_number, subgroup_number)
-        elif group_number is not None:
-            raise ReaderError(
-                f"{path}: field 'PartType4/GroupNumber' is missing, "
-                f"expected it to select group {group_number}"
-            )
+    z_field = fields[metallicity]
+    catalogue = _load_catalogue(catalogue)
+    with open_hdf5(path) as f:
+        a, h, box, cosmo = _read_header(f, path)
+        raw = _read_stars(f, path, z_field)
+        n = len(raw["Mass"])
+        member = _select_members(f, path, n, group_number, subgroup_number)
         if flags is not None and np.shape(flags) != (n,):
             raise ReaderError(
                 f"{path}: the ex-situ flags have shape "
                 f"{np.shape(flags)}, expected ({n},)"
             )
-        # Comoving positions wrapped around one member before any conversion.
-        x = raw["Coordinates"][member]
-        x = x - box * np.round((x - x[0]) / box)
-        x = _proper(f, "PartType4/Coordinates", x, a, h, KPC_CM)
-        v = _proper(f, "PartType4/Velocity", raw["Velocity"][member], a, h, KMS_CMS)
-        m = _proper(f, "PartType4/Mass", raw["Mass"][member], a, h, MSUN_G)
-        a_form = _proper(
-            f,
-            "PartType4/StellarFormationTime",
-            raw["StellarFormationTime"][member],
-            a,
-            h,
-            1.0,
-        )
-        z = _proper(
-            f,
-            f"PartType4/{fields[metallicity]}",
-            raw[fields[metallicity]][member],
-            a,
-            h,
-            1.0,
-        )
+        star = _to_physical(f, raw, member, a, h, box)
         # BoxSize is in the units of the raw Coordinates (cMpc/h).
         box_kpc = float(
             _proper(f, "PartType4/Coordinates", np.array(box), a, h, KPC_CM)
         )
+    _check_values(path, star, z_field, a)
+    centre = _centre(path, catalogue, star["Coordinates"], star["Mass"], a)
+    r_e = _catalogue_half_mass_radius(path, catalogue)
+    rel = nearest_image(star["Coordinates"] - centre, box_kpc)
+    if r_e is None:
+        r_e = half_mass_radius(rel, star["Mass"])
+    systemic = _systemic_velocity(rel, star["Velocity"], r_e)
+    return build_particles(
+        path,
+        pos=rel,
+        vel=star["Velocity"] - systemic,
+        mass=star["Mass"],
+        age=np.maximum(cosmo.age(star["StellarFormationTime"], a), 0.0),
+        metallicity=star[z_field],
+        ex_situ=None if flags is None else np.asarray(flags)[member],
+        centre=centre,
+        systemic_velocity=systemic,
+        half_mass_radius=r_e,
+        name=name or path.stem,
+    )
 
-    if np.any(m <= 0):
-        raise ReaderError(
-            f"{path}: field 'PartType4/Mass' has zero or negative "
-            "values, expected masses > 0"
+
+def _load_catalogue(
+    catalogue: Mapping[str, Any] | str | Path | None,
+) -> Mapping[str, Any] | None:
+    """The catalogue mapping, read from its JSON file when given a path."""
+    if not isinstance(catalogue, (str, Path)):
+        return catalogue
+    try:
+        return json.loads(Path(catalogue).read_text())
+    except (OSError, ValueError) as err:
+        raise ReaderError(f"{catalogue}: cannot read catalogue JSON: {err}") from None
+
+
+def _read_header(f: h5py.File, path: Path) -> tuple[float, float, float, Cosmology]:
+    """(scale factor, h, BoxSize in cMpc/h, cosmology) from ``Header``."""
+    header = require_group(
+        f,
+        path,
+        "Header",
+        "an EAGLE header (ExpansionFactor, HubbleParam, BoxSize, ...)",
+    )
+    a = read_attr(header, "ExpansionFactor", positive=True, what="scale factor")
+    h = read_attr(header, "HubbleParam", positive=True)
+    box = read_attr(header, "BoxSize", positive=True, what="cMpc/h")
+    return a, h, box, header_cosmology(header, h)
+
+
+def _read_stars(f: h5py.File, path: Path, z_field: str) -> dict[str, np.ndarray]:
+    """The raw (file-unit) star fields, by dataset name, all of one length."""
+    require_group(f, path, "PartType4", "the star particles")
+    n = row_count(f, "PartType4/Coordinates")
+    shapes = {
+        "Coordinates": (None, 3),
+        "Velocity": (n, 3),
+        "Mass": (n,),
+        "StellarFormationTime": (n,),
+        z_field: (n,),
+    }
+    return {
+        key: read_array(f, f"PartType4/{key}", kind="f", shape=shape)
+        for key, shape in shapes.items()
+    }
+
+
+def _select_members(
+    f: h5py.File,
+    path: Path,
+    n: int,
+    group_number: int | None,
+    subgroup_number: int,
+) -> np.ndarray:
+    """Rows of the galaxy: by group numbers when the file has them, else all."""
+    if "PartType4/GroupNumber" in f or "PartType4/SubGroupNumber" in f:
+        group = read_array(f, "PartType4/GroupNumber", kind="iu", shape=(n,))
+        sub = read_array(f, "PartType4/SubGroupNumber", kind="iu", shape=(n,))
+        return _membership(
+            path,
+            np.abs(group.astype(np.int64)),
+            sub.astype(np.int64),
+            group_number,
+            subgroup_number,
         )
-    if np.any(z < 0):
+    if group_number is not None:
         raise ReaderError(
-            f"{path}: field 'PartType4/{fields[metallicity]}' has "
-            "negative values, expected >= 0"
+            f"{path}: field 'PartType4/GroupNumber' is missing, "
+            f"expected it to select group {group_number}"
         )
+    return np.ones(n, dtype=bool)
+
+
+def _to_physical(
+    f: h5py.File,
+    raw: dict[str, np.ndarray],
+    member: np.ndarray,
+    a: float,
+    h: float,
+    box: float,
+) -> dict[str, np.ndarray]:
+    """The members' fields in kpc, km/s, Msun and plain numbers.
+
+    Positions are wrapped around one member while still comoving, so that a
+    galaxy straddling the box edge is whole before the conversion.
+    """
+    units = {"Coordinates": KPC_CM, "Velocity": KMS_CMS, "Mass": MSUN_G}
+    out = {}
+    for key, values in raw.items():
+        x = values[member]
+        if key == "Coordinates":
+            x = x - box * np.round((x - x[0]) / box)
+        out[key] = _proper(f, f"PartType4/{key}", x, a, h, units.get(key, 1.0))
+    return out
+
+
+def _check_values(
+    path: Path, star: dict[str, np.ndarray], z_field: str, a: float
+) -> None:
+    """Physical checks of the converted masses, metallicities and birth times."""
+    check_masses(path, "Mass", star["Mass"])
+    check_nonnegative(path, z_field, star[z_field])
+    a_form = star["StellarFormationTime"]
     if np.any(a_form <= 0) or np.any(a_form > a * (1 + 1e-5)):
         raise ReaderError(
             f"{path}: field 'PartType4/StellarFormationTime' has values outside "
             f"(0, ExpansionFactor = {a}], expected birth scale factors"
         )
 
-    r_e = None
-    if catalogue is not None and "CentreOfPotential_x" in catalogue:
-        try:
-            c = np.array([float(catalogue[f"CentreOfPotential_{k}"]) for k in "xyz"])
-        except (KeyError, TypeError, ValueError):
-            raise ReaderError(
-                f"{path}: catalogue field 'CentreOfPotential_x/y/z' is "
-                "incomplete or not numeric, expected three cMpc"
-            ) from None
-        centre = c * 1e3 * a  # cMpc -> kpc
-    else:
-        centre = shrinking_sphere_centre(x, m)
-    if catalogue is not None and "HalfMassRad_Star" in catalogue:
-        r_e = float(catalogue["HalfMassRad_Star"])
-        if not np.isfinite(r_e) or r_e <= 0:
-            raise ReaderError(
-                f"{path}: catalogue field 'HalfMassRad_Star' is {r_e}, "
-                "expected a radius > 0 kpc"
-            )
-    rel = x - centre
-    rel -= box_kpc * np.round(rel / box_kpc)
+
+def _centre(
+    path: Path,
+    catalogue: Mapping[str, Any] | None,
+    pos: np.ndarray,
+    mass: np.ndarray,
+    a: float,
+) -> np.ndarray:
+    """The catalogue's CentreOfPotential (cMpc -> kpc), else a shrinking sphere."""
+    if catalogue is None or "CentreOfPotential_x" not in catalogue:
+        return shrinking_sphere_centre(pos, mass)
+    try:
+        c = np.array([float(catalogue[f"CentreOfPotential_{k}"]) for k in "xyz"])
+    except (KeyError, TypeError, ValueError):
+        raise ReaderError(
+            f"{path}: catalogue field 'CentreOfPotential_x/y/z' is "
+            "incomplete or not numeric, expected three cMpc"
+        ) from None
+    return c * 1e3 * a  # cMpc -> kpc
+
+
+def _catalogue_half_mass_radius(
+    path: Path, catalogue: Mapping[str, Any] | None
+) -> float | None:
+    """``HalfMassRad_Star`` (physical kpc) when the catalogue has it."""
+    if catalogue is None or "HalfMassRad_Star" not in catalogue:
+        return None
+    r_e = float(catalogue["HalfMassRad_Star"])
+    if not np.isfinite(r_e) or r_e <= 0:
+        raise ReaderError(
+            f"{path}: catalogue field 'HalfMassRad_Star' is {r_e}, "
+            "expected a radius > 0 kpc"
+        )
+    return r_e
+
+
+def _systemic_velocity(rel: np.ndarray, vel: np.ndarray, r_e: float) -> np.ndarray:
+    """Mean velocity of the stars within 0.1 r_e (the nearest one if none)."""
     radius = np.sqrt((rel**2).sum(axis=1))
-    if r_e is None:
-        r_e = half_mass_radius(rel, m)
     core = radius <= 0.1 * r_e
     if not core.any():
         core = radius == radius.min()
-    systemic = v[core].mean(axis=0)
-    try:
-        return Particles(
-            pos=rel,
-            vel=v - systemic,
-            mass=m,
-            age=np.maximum(cosmo.age(a_form, a), 0.0),
-            metallicity=z,
-            ex_situ=None if flags is None else np.asarray(flags)[member],
-            centre=centre,
-            systemic_velocity=systemic,
-            half_mass_radius=r_e,
-            name=name or path.stem,
-        )
-    except ParticlesError as err:
-        raise ReaderError(f"{path}: {err}") from None
+    return vel[core].mean(axis=0)
 
 
 def _membership(

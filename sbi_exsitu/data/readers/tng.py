@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +63,27 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sbi_exsitu.data.particles import Particles, ParticlesError
-from sbi_exsitu.data.readers._hdf5 import ReaderError, read_array, read_attr
+from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.data.readers._hdf5 import (
+    ReaderError,
+    open_hdf5,
+    read_array,
+    read_attr,
+    require_group,
+    row_count,
+)
+from sbi_exsitu.data.readers._stars import (
+    build_particles,
+    check_masses,
+    check_nonnegative,
+    header_cosmology,
+    nearest_image,
+)
 from sbi_exsitu.data.readers.cosmology import Cosmology
+from sbi_exsitu.data.readers.stellar_assembly import (
+    cutout_subhalo_id,
+    read_insitu_flags,
+)
 
 __all__ = [
     "SubhaloCatalogue",
@@ -184,109 +201,6 @@ def is_tng_cutout(path: str | Path) -> bool:
         return "PartType4/GFM_StellarFormationTime" in f
 
 
-def cutout_subhalo_id(path: str | Path) -> int:
-    """The subhalo id of a cutout: ``Header/CutoutID``, else ``cutout_<id>`` name.
-
-    Raises:
-        ReaderError: neither is available.
-    """
-    path = Path(path)
-    with h5py.File(path, "r") as f:
-        if "Header" in f and "CutoutID" in f["Header"].attrs:
-            return int(read_attr(f["Header"], "CutoutID"))
-    match = re.search(r"cutout_(\d+)", path.name)
-    if match:
-        return int(match.group(1))
-    raise ReaderError(
-        f"{path}: attribute 'Header/CutoutID' is missing and the name is not "
-        "'cutout_<id>.hdf5'; expected one of them to give the subhalo id needed to "
-        "slice the offsets (or pass subhalo_id)"
-    )
-
-
-def read_insitu_flags(
-    flags: str | Path,
-    n_rows: int,
-    *,
-    offsets: str | Path | None = None,
-    subhalo_id: int | None = None,
-    particle_ids: np.ndarray | None = None,
-    cutout: str = "cutout",
-) -> np.ndarray:
-    """Stellar Assembly ``InSitu`` values for the rows of one cutout.
-
-    Args:
-        flags: a per-cutout flag file (root dataset ``InSitu``, one row per cutout
-            entry) or, with ``offsets``, the full-snapshot ``stars_NNN.hdf5``.
-        n_rows: number of ``PartType4`` entries in the cutout (winds included).
-        offsets: ``offsets_NNN.hdf5`` with ``Subhalo/SnapByType``.
-        subhalo_id: the subhalo, required with ``offsets``.
-        particle_ids: the cutout's ``ParticleIDs``, checked against the flags'
-            ``ParticleID`` when both exist.
-        cutout: the cutout's name, for messages.
-
-    Returns:
-        (n_rows,) int8 array of 1 (in-situ), 0 (ex-situ) or -1 (undefined).
-
-    Raises:
-        ReaderError: missing fields, lengths or particle IDs that do not match,
-            values outside {-1, 0, 1}.
-    """
-    flags = Path(flags)
-    rows = slice(0, n_rows)
-    if offsets is not None:
-        if subhalo_id is None:
-            raise ReaderError(f"{offsets}: a subhalo id is needed to use the offsets")
-        with h5py.File(offsets, "r") as f:
-            table = read_array(f, "Subhalo/SnapByType", kind="iu", shape=(None, 6))
-        if not 0 <= subhalo_id < len(table):
-            raise ReaderError(
-                f"{offsets}: field 'Subhalo/SnapByType' has {len(table)} subhaloes, "
-                f"expected a row for subhalo {subhalo_id} of {cutout}"
-            )
-        start = int(table[subhalo_id, 4])
-        rows = slice(start, start + n_rows)
-    with h5py.File(flags, "r") as f:
-        if "InSitu" not in f:
-            raise ReaderError(
-                f"{flags}: field 'InSitu' is missing, expected the Stellar Assembly "
-                "flags (1 in-situ, 0 ex-situ, -1 undefined) at the file root"
-            )
-        total = f["InSitu"].shape[0] if f["InSitu"].ndim == 1 else -1
-        if offsets is None and total != n_rows:
-            raise ReaderError(
-                f"{flags}: field 'InSitu' has {total} entries, expected {n_rows} "
-                f"(one per PartType4 entry of {cutout}, wind cells included); for "
-                "a full-snapshot stars_NNN.hdf5 also pass its offsets file"
-            )
-        if offsets is not None and rows.stop > total:
-            raise ReaderError(
-                f"{flags}: field 'InSitu' has {total} entries, expected at least "
-                f"{rows.stop} (offset {rows.start} + {n_rows} stars of {cutout}); "
-                "are the flags and offsets of the same snapshot?"
-            )
-        insitu = read_array(f, "InSitu", kind="iu", shape=(None,), rows=rows)
-        ids = None
-        if particle_ids is not None and "ParticleID" in f:
-            ids = read_array(f, "ParticleID", kind="iu", shape=(total,), rows=rows)
-    bad = ~np.isin(insitu, (-1, 0, 1))
-    if bad.any():
-        raise ReaderError(
-            f"{flags}: field 'InSitu' has {int(bad.sum())} values outside "
-            "{-1, 0, 1}, expected 1 in-situ, 0 ex-situ, -1 undefined"
-        )
-    if ids is not None:
-        wrong = np.flatnonzero(ids.astype(np.uint64) != particle_ids.astype(np.uint64))
-        if wrong.size:
-            raise ReaderError(
-                f"{flags}: field 'ParticleID' differs from 'PartType4/ParticleIDs' "
-                f"of {cutout} at {wrong.size} of {n_rows} rows (first at row "
-                f"{wrong[0]}: {ids[wrong[0]]} != {particle_ids[wrong[0]]}), expected "
-                "the same particles in the same order: wrong offsets or subhalo id?"
-            )
-    return insitu.astype(np.int8)
-
-
 def read_tng_cutout(
     path: str | Path,
     *,
@@ -320,150 +234,211 @@ def read_tng_cutout(
             no star particle left; the message names the file and the field.
     """
     path = Path(path)
-    if isinstance(catalogue, (str, Path)):
-        catalogue = SubhaloCatalogue.from_json(catalogue)
-    elif isinstance(catalogue, Mapping):
-        catalogue = SubhaloCatalogue.from_mapping(catalogue, str(path))
+    catalogue = _as_catalogue(catalogue, path)
     if not 0 < most_bound_fraction <= 1:
         raise ValueError("most_bound_fraction must be in (0, 1]")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ReaderError(f"{path}: cannot open as HDF5: {err}") from None
-    with f:
-        if "Header" not in f:
-            raise ReaderError(
-                f"{path}: group 'Header' is missing, expected a TNG "
-                "cutout header (Time, HubbleParam, BoxSize, ...)"
-            )
-        header = f["Header"]
-        a = read_attr(header, "Time", positive=True, what="scale factor a")
-        h = read_attr(header, "HubbleParam", positive=True, what="h")
-        box = read_attr(header, "BoxSize", positive=True, what="ckpc/h")
-        cosmo = Cosmology(
-            hubble_param=h,
-            omega_m=read_attr(header, "Omega0", positive=True),
-            omega_lambda=read_attr(header, "OmegaLambda"),
-        )
-        if "PartType4" not in f:
-            raise ReaderError(
-                f"{path}: group 'PartType4' is missing, expected the star particles "
-                "of the subhalo (does it have any stars?)"
-            )
-        n = f["PartType4/Coordinates"].shape[0] if "PartType4/Coordinates" in f else 0
-        coords = read_array(f, "PartType4/Coordinates", kind="f", shape=(None, 3))
-        vel = read_array(f, "PartType4/Velocities", kind="f", shape=(n, 3))
-        mass = read_array(f, "PartType4/Masses", kind="f", shape=(n,))
-        sft = read_array(f, "PartType4/GFM_StellarFormationTime", kind="f", shape=(n,))
-        metal = read_array(f, "PartType4/GFM_Metallicity", kind="f", shape=(n,))
-        potential = None
-        if "PartType4/Potential" in f:
-            potential = read_array(f, "PartType4/Potential", kind="f", shape=(n,))
-        ids = None
-        if "PartType4/ParticleIDs" in f:
-            ids = read_array(f, "PartType4/ParticleIDs", kind="iu", shape=(n,))
-        if "NumPart_ThisFile" in header.attrs:
-            counts = read_attr(header, "NumPart_ThisFile", size=6)
-            if int(counts[4]) != n:
-                raise ReaderError(
-                    f"{path}: attribute 'Header/NumPart_ThisFile' gives "
-                    f"{int(counts[4])} stars, expected {n} (the length of "
-                    "'PartType4/Coordinates')"
-                )
-
-    star = sft > 0
+    with open_hdf5(path) as f:
+        a, h, box, cosmo = _read_header(f, path)
+        cut = _read_stars(f, path)
+    star = cut.sft > 0
     if not star.any():
         raise ReaderError(
             f"{path}: field 'PartType4/GFM_StellarFormationTime' is <= 0 for all "
-            f"{n} entries, i.e. only wind cells; expected at least one star particle"
+            f"{cut.n} entries, i.e. only wind cells; expected at least one star "
+            "particle"
         )
-    keep = star.copy()
-    insitu = None
-    if flags is not None:
-        if isinstance(flags, np.ndarray):
-            insitu = np.asarray(flags)
-            if insitu.shape != (n,):
-                raise ReaderError(
-                    f"{path}: the InSitu flags have shape {insitu.shape}, expected "
-                    f"({n},) (one per PartType4 entry, wind cells included)"
-                )
-        else:
-            if offsets is not None and subhalo_id is None:
-                subhalo_id = cutout_subhalo_id(path)
-            insitu = read_insitu_flags(
-                flags,
-                n,
-                offsets=offsets,
-                subhalo_id=subhalo_id,
-                particle_ids=ids,
-                cutout=str(path),
-            )
-        keep &= insitu >= 0
-        if not keep.any():
-            raise ReaderError(
-                f"{flags}: field 'InSitu' is -1 (undefined) for every star of "
-                f"{path}, expected at least one labelled star particle"
-            )
-
-    if np.any(sft[keep] > a * (1 + _A_TOLERANCE)):
-        bad = int(np.sum(sft[keep] > a * (1 + _A_TOLERANCE)))
-        raise ReaderError(
-            f"{path}: field 'PartType4/GFM_StellarFormationTime' has {bad} stars "
-            f"born after the snapshot, expected birth scale factors <= Time = {a}"
-        )
-    for field, values in (("Masses", mass), ("GFM_Metallicity", metal)):
-        if field == "Masses" and np.any(values[keep] <= 0):
-            raise ReaderError(
-                f"{path}: field 'PartType4/{field}' has zero or "
-                "negative values, expected masses > 0"
-            )
-        if np.any(values[keep] < 0):
-            raise ReaderError(
-                f"{path}: field 'PartType4/{field}' has negative values, expected >= 0"
-            )
-
-    # Centre (ckpc/h): the catalogue's potential minimum, else the most-bound star.
-    if catalogue is not None and catalogue.pos is not None:
-        centre = catalogue.pos
-    elif potential is not None:
-        centre = coords[star][np.argmin(potential[star])]
-    else:
-        raise ReaderError(
-            f"{path}: field 'PartType4/Potential' is missing and no catalogue "
-            "SubhaloPos was given, expected one of them to locate the potential "
-            "minimum"
-        )
-    rel = coords - centre
-    rel -= box * np.round(rel / box)  # nearest periodic image
-    vel_pec = vel.astype(np.float64) * math.sqrt(a)
-    if potential is not None:
-        k = max(1, math.ceil(most_bound_fraction * int(star.sum())))
-        order = np.argsort(potential[star], kind="stable")[:k]
-        systemic = vel_pec[star][order].mean(axis=0)
-    elif catalogue is not None and catalogue.vel is not None:
-        systemic = catalogue.vel
-    else:
-        raise ReaderError(
-            f"{path}: field 'PartType4/Potential' is missing and no catalogue "
-            "SubhaloVel was given, expected one of them for the systemic velocity"
-        )
-
+    insitu = _insitu(path, cut, flags, offsets, subhalo_id)
+    keep = star if insitu is None else _labelled(path, flags, star, insitu)
+    _check_values(path, cut, keep, a)
+    centre = _centre(path, cut, star, catalogue)
+    rel = nearest_image(cut.coords - centre, box)
+    vel_pec = cut.vel.astype(np.float64) * math.sqrt(a)
+    systemic = _systemic_velocity(
+        path, cut, star, vel_pec, catalogue, most_bound_fraction
+    )
     r_e = None
     if catalogue is not None and catalogue.half_mass_radius is not None:
         r_e = catalogue.half_mass_radius * a / h
-    age = np.maximum(cosmo.age(sft[keep], a), 0.0)
-    try:
-        return Particles(
-            pos=rel[keep] * (a / h),
-            vel=vel_pec[keep] - systemic,
-            mass=mass[keep].astype(np.float64) * (1e10 / h),
-            age=age,
-            metallicity=metal[keep],
-            ex_situ=None if insitu is None else insitu[keep] == 0,
-            centre=np.asarray(centre, dtype=np.float64) * (a / h),
-            systemic_velocity=systemic,
-            half_mass_radius=r_e,
-            name=name or path.stem,
+    return build_particles(
+        path,
+        pos=rel[keep] * (a / h),
+        vel=vel_pec[keep] - systemic,
+        mass=cut.mass[keep].astype(np.float64) * (1e10 / h),
+        age=np.maximum(cosmo.age(cut.sft[keep], a), 0.0),
+        metallicity=cut.metal[keep],
+        ex_situ=None if insitu is None else insitu[keep] == 0,
+        centre=np.asarray(centre, dtype=np.float64) * (a / h),
+        systemic_velocity=systemic,
+        half_mass_radius=r_e,
+        name=name or path.stem,
+    )
+
+
+def _as_catalogue(
+    catalogue: SubhaloCatalogue | Mapping[str, Any] | str | Path | None, path: Path
+) -> SubhaloCatalogue | None:
+    """A :class:`SubhaloCatalogue` from any accepted form (JSON path, mapping)."""
+    if isinstance(catalogue, (str, Path)):
+        return SubhaloCatalogue.from_json(catalogue)
+    if isinstance(catalogue, Mapping):
+        return SubhaloCatalogue.from_mapping(catalogue, str(path))
+    return catalogue
+
+
+def _read_header(f: h5py.File, path: Path) -> tuple[float, float, float, Cosmology]:
+    """(a = Time, h, BoxSize in ckpc/h, cosmology) from ``Header``."""
+    header = require_group(
+        f,
+        path,
+        "Header",
+        "a TNG cutout header (Time, HubbleParam, BoxSize, ...)",
+    )
+    a = read_attr(header, "Time", positive=True, what="scale factor a")
+    h = read_attr(header, "HubbleParam", positive=True, what="h")
+    box = read_attr(header, "BoxSize", positive=True, what="ckpc/h")
+    return a, h, box, header_cosmology(header, h)
+
+
+@dataclass(frozen=True)
+class _Cutout:
+    """The ``PartType4`` entries of a cutout in file units, winds included."""
+
+    n: int
+    coords: np.ndarray
+    vel: np.ndarray
+    mass: np.ndarray
+    sft: np.ndarray
+    metal: np.ndarray
+    potential: np.ndarray | None
+    ids: np.ndarray | None
+
+
+def _read_stars(f: h5py.File, path: Path) -> _Cutout:
+    """Read and shape-check the star fields; ``NumPart_ThisFile`` must agree."""
+    require_group(
+        f,
+        path,
+        "PartType4",
+        "the star particles of the subhalo (does it have any stars?)",
+    )
+    n = row_count(f, "PartType4/Coordinates")
+
+    def optional(field: str, kind: str) -> np.ndarray | None:
+        name = f"PartType4/{field}"
+        return read_array(f, name, kind=kind, shape=(n,)) if name in f else None
+
+    cut = _Cutout(
+        n=n,
+        coords=read_array(f, "PartType4/Coordinates", kind="f", shape=(None, 3)),
+        vel=read_array(f, "PartType4/Velocities", kind="f", shape=(n, 3)),
+        mass=read_array(f, "PartType4/Masses", kind="f", shape=(n,)),
+        sft=read_array(f, "PartType4/GFM_StellarFormationTime", kind="f", shape=(n,)),
+        metal=read_array(f, "PartType4/GFM_Metallicity", kind="f", shape=(n,)),
+        potential=optional("Potential", "f"),
+        ids=optional("ParticleIDs", "iu"),
+    )
+    header = f["Header"]
+    if "NumPart_ThisFile" in header.attrs:
+        counts = read_attr(header, "NumPart_ThisFile", size=6)
+        if int(counts[4]) != n:
+            raise ReaderError(
+                f"{path}: attribute 'Header/NumPart_ThisFile' gives "
+                f"{int(counts[4])} stars, expected {n} (the length of "
+                "'PartType4/Coordinates')"
+            )
+    return cut
+
+
+def _insitu(
+    path: Path,
+    cut: _Cutout,
+    flags: str | Path | np.ndarray | None,
+    offsets: str | Path | None,
+    subhalo_id: int | None,
+) -> np.ndarray | None:
+    """The ``InSitu`` value of every cutout entry, from an array or the files."""
+    if flags is None:
+        return None
+    if isinstance(flags, np.ndarray):
+        insitu = np.asarray(flags)
+        if insitu.shape != (cut.n,):
+            raise ReaderError(
+                f"{path}: the InSitu flags have shape {insitu.shape}, expected "
+                f"({cut.n},) (one per PartType4 entry, wind cells included)"
+            )
+        return insitu
+    if offsets is not None and subhalo_id is None:
+        subhalo_id = cutout_subhalo_id(path)
+    return read_insitu_flags(
+        flags,
+        cut.n,
+        offsets=offsets,
+        subhalo_id=subhalo_id,
+        particle_ids=cut.ids,
+        cutout=str(path),
+    )
+
+
+def _labelled(
+    path: Path,
+    flags: str | Path | np.ndarray | None,
+    star: np.ndarray,
+    insitu: np.ndarray,
+) -> np.ndarray:
+    """The stars with a defined label (``InSitu`` -1 is dropped)."""
+    keep = star & (insitu >= 0)
+    if not keep.any():
+        raise ReaderError(
+            f"{flags}: field 'InSitu' is -1 (undefined) for every star of "
+            f"{path}, expected at least one labelled star particle"
         )
-    except ParticlesError as err:
-        raise ReaderError(f"{path}: {err}") from None
+    return keep
+
+
+def _check_values(path: Path, cut: _Cutout, keep: np.ndarray, a: float) -> None:
+    """Birth times up to the snapshot, masses > 0, metallicities >= 0 (kept rows)."""
+    late = cut.sft[keep] > a * (1 + _A_TOLERANCE)
+    if np.any(late):
+        raise ReaderError(
+            f"{path}: field 'PartType4/GFM_StellarFormationTime' has "
+            f"{int(np.sum(late))} stars born after the snapshot, expected birth "
+            f"scale factors <= Time = {a}"
+        )
+    check_masses(path, "Masses", cut.mass[keep])
+    check_nonnegative(path, "GFM_Metallicity", cut.metal[keep])
+
+
+def _centre(
+    path: Path, cut: _Cutout, star: np.ndarray, catalogue: SubhaloCatalogue | None
+) -> np.ndarray:
+    """The potential minimum (ckpc/h): catalogue SubhaloPos, else most-bound star."""
+    if catalogue is not None and catalogue.pos is not None:
+        return catalogue.pos
+    if cut.potential is not None:
+        return cut.coords[star][np.argmin(cut.potential[star])]
+    raise ReaderError(
+        f"{path}: field 'PartType4/Potential' is missing and no catalogue "
+        "SubhaloPos was given, expected one of them to locate the potential "
+        "minimum"
+    )
+
+
+def _systemic_velocity(
+    path: Path,
+    cut: _Cutout,
+    star: np.ndarray,
+    vel_pec: np.ndarray,
+    catalogue: SubhaloCatalogue | None,
+    most_bound_fraction: float,
+) -> np.ndarray:
+    """Mean peculiar velocity of the most-bound stars, else catalogue SubhaloVel."""
+    if cut.potential is not None:
+        k = max(1, math.ceil(most_bound_fraction * int(star.sum())))
+        order = np.argsort(cut.potential[star], kind="stable")[:k]
+        return vel_pec[star][order].mean(axis=0)
+    if catalogue is not None and catalogue.vel is not None:
+        return catalogue.vel
+    raise ReaderError(
+        f"{path}: field 'PartType4/Potential' is missing and no catalogue "
+        "SubhaloVel was given, expected one of them for the systemic velocity"
+    )

@@ -127,8 +127,23 @@ def summarize_grid(
     rows: list[dict[str, Any]], misspec: list[dict[str, Any]], sec: CrosstestSection
 ) -> str:
     """The generated Markdown summary: best transfer, the paper's test, the flag."""
+    per = _per_config(rows, sec)
+    lines = ["# Cross-simulator study: summary (generated)", ""]
+    lines += _transfer_lines(per)
+    lines += _central_finding_lines(per, sec)
+    lines += _misspecification_lines(misspec, sec.alpha)
+    return "\n".join(lines) + "\n"
+
+
+_Config = tuple[str, str]  # (channel set, aperture label)
+
+
+def _per_config(
+    rows: list[dict[str, Any]], sec: CrosstestSection
+) -> dict[_Config, dict[str, float]]:
+    """Mean RMSE per relation and mean coverage error (cross, fixed) per config."""
     configs = [(c, aperture_label(a)) for a in sec.apertures for c in sec.channels]
-    per: dict[tuple[str, str], dict[str, float]] = {}
+    per: dict[_Config, dict[str, float]] = {}
     for c, a in configs:
         sel = [r for r in rows if r["channels"] == c and r["aperture"] == a]
         per[(c, a)] = {
@@ -142,92 +157,114 @@ def summarize_grid(
                 [r["coverage_error"] for r in sel if r["relation"] == "fixed"]
             ),
         }
-    lines = ["# Cross-simulator study: summary (generated)", ""]
+    return per
+
+
+def _transfer_lines(per: dict[_Config, dict[str, float]]) -> list[str]:
+    """Best/worst cross-model transfer, transfer loss and best in-model accuracy.
+
+    Configurations without a finite cross-model RMSE are left out of the
+    ranking; with none left, the section is empty.
+    """
     ranked = sorted(
         (k for k in per if np.isfinite(per[k]["cross"])), key=lambda k: per[k]["cross"]
     )
-    if ranked:
-        best, worst = ranked[0], ranked[-1]
-        b, w = per[best], per[worst]
-        lines += [
-            f"- **Best transfer**: {best[0]} within {best[1]} r_e — cross-model "
-            f"RMSE {b['cross']:.3f} (in-model {b['fixed']:.3f}; gap "
-            f"{b['cross'] - b['fixed']:+.3f}), max coverage error across models "
-            f"{b['cross_cov']:.3f}.",
-            f"- **Worst transfer**: {worst[0]} within {worst[1]} r_e — cross RMSE "
-            f"{w['cross']:.3f} (in-model {w['fixed']:.3f}; gap "
-            f"{w['cross'] - w['fixed']:+.3f}), coverage error {w['cross_cov']:.3f}.",
-            f"- The best configuration's cross-model RMSE is "
-            f"{w['cross'] - b['cross']:.3f} lower ({w['cross'] / b['cross']:.2f}x) "
-            "than the worst one's.",
-        ]
-        gaps = sorted(ranked, key=lambda k: per[k]["cross"] - per[k]["fixed"])
-        lo, hi = gaps[0], gaps[-1]
-        lines.append(
-            f"- Transfer loss (cross − in-model RMSE) is smallest for {lo[0]} within "
-            f"{lo[1]} r_e ({per[lo]['cross'] - per[lo]['fixed']:+.3f}) and largest "
-            f"for {hi[0]} within {hi[1]} r_e "
-            f"({per[hi]['cross'] - per[hi]['fixed']:+.3f})."
-        )
-        fixed_best = min(per, key=lambda k: per[k]["fixed"])
-        lines.append(
-            f"- Best in-model accuracy: {fixed_best[0]} within "
-            f"{fixed_best[1]} r_e (RMSE {per[fixed_best]['fixed']:.3f})."
-        )
+    if not ranked:
+        return []
+    best, worst = ranked[0], ranked[-1]
+    b, w = per[best], per[worst]
+    lines = [
+        f"- **Best transfer**: {best[0]} within {best[1]} r_e — cross-model "
+        f"RMSE {b['cross']:.3f} (in-model {b['fixed']:.3f}; gap "
+        f"{b['cross'] - b['fixed']:+.3f}), max coverage error across models "
+        f"{b['cross_cov']:.3f}.",
+        f"- **Worst transfer**: {worst[0]} within {worst[1]} r_e — cross RMSE "
+        f"{w['cross']:.3f} (in-model {w['fixed']:.3f}; gap "
+        f"{w['cross'] - w['fixed']:+.3f}), coverage error {w['cross_cov']:.3f}.",
+        f"- The best configuration's cross-model RMSE is "
+        f"{w['cross'] - b['cross']:.3f} lower ({w['cross'] / b['cross']:.2f}x) "
+        "than the worst one's.",
+    ]
+    gaps = sorted(ranked, key=lambda k: per[k]["cross"] - per[k]["fixed"])
+    lo, hi = gaps[0], gaps[-1]
+    lines.append(
+        f"- Transfer loss (cross − in-model RMSE) is smallest for {lo[0]} within "
+        f"{lo[1]} r_e ({per[lo]['cross'] - per[lo]['fixed']:+.3f}) and largest "
+        f"for {hi[0]} within {hi[1]} r_e "
+        f"({per[hi]['cross'] - per[hi]['fixed']:+.3f})."
+    )
+    fixed_best = min(per, key=lambda k: per[k]["fixed"])
+    lines.append(
+        f"- Best in-model accuracy: {fixed_best[0]} within "
+        f"{fixed_best[1]} r_e (RMSE {per[fixed_best]['fixed']:.3f})."
+    )
+    return lines
+
+
+def _central_finding_lines(
+    per: dict[_Config, dict[str, float]], sec: CrosstestSection
+) -> list[str]:
+    """The paper's test: does the second highlighted cell transfer better?"""
     hl = sec.highlighted()
-    if len(hl) >= 2:
-        (c0, a0), (c1, a1) = hl[0], hl[1]
-        l0, l1 = aperture_label(a0), aperture_label(a1)
-        p0, p1 = per[(c0, l0)], per[(c1, l1)]
-        holds = p1["cross"] < p0["cross"] and p1["cross_cov"] < p0["cross_cov"]
-        lines += [
-            "",
-            "## The paper's central finding",
-            "",
-            f"{c1} within {l1} r_e vs {c0} within {l0} r_e: cross "
-            f"RMSE {p1['cross']:.3f} vs {p0['cross']:.3f}, cross coverage "
-            f"error {p1['cross_cov']:.3f} vs {p0['cross_cov']:.3f}, in-model "
-            f"RMSE {p1['fixed']:.3f} vs {p0['fixed']:.3f} (transfer loss "
-            f"{p1['cross'] - p1['fixed']:+.3f} vs {p0['cross'] - p0['fixed']:+.3f}). "
-            + (
-                "**Holds** on these mocks: the restricted configuration "
-                "transfers better in both accuracy and calibration."
-                if holds
-                else "**Does not hold** here (at least one of "
-                "cross-model accuracy and calibration is not better)."
-            ),
-        ]
-    if misspec:
-        fa = _mean([m["false_alarm_rate"] for m in misspec])
-        det = _mean([m["detection_rate"] for m in misspec])
-        auc = _mean([m["auc"] for m in misspec])
-        top = max(
-            (m for m in misspec if m.get("auc") is not None and np.isfinite(m["auc"])),
-            key=lambda m: m["auc"],
-            default=None,
+    if len(hl) < 2:
+        return []
+    (c0, a0), (c1, a1) = hl[0], hl[1]
+    l0, l1 = aperture_label(a0), aperture_label(a1)
+    p0, p1 = per[(c0, l0)], per[(c1, l1)]
+    holds = p1["cross"] < p0["cross"] and p1["cross_cov"] < p0["cross_cov"]
+    return [
+        "",
+        "## The paper's central finding",
+        "",
+        f"{c1} within {l1} r_e vs {c0} within {l0} r_e: cross "
+        f"RMSE {p1['cross']:.3f} vs {p0['cross']:.3f}, cross coverage "
+        f"error {p1['cross_cov']:.3f} vs {p0['cross_cov']:.3f}, in-model "
+        f"RMSE {p1['fixed']:.3f} vs {p0['fixed']:.3f} (transfer loss "
+        f"{p1['cross'] - p1['fixed']:+.3f} vs {p0['cross'] - p0['fixed']:+.3f}). "
+        + (
+            "**Holds** on these mocks: the restricted configuration "
+            "transfers better in both accuracy and calibration."
+            if holds
+            else "**Does not hold** here (at least one of "
+            "cross-model accuracy and calibration is not better)."
+        ),
+    ]
+
+
+def _misspecification_lines(misspec: list[dict[str, Any]], alpha: float) -> list[str]:
+    """Flag rates and AUCs averaged over cells, and the most detectable shift."""
+    if not misspec:
+        return []
+    fa = _mean([m["false_alarm_rate"] for m in misspec])
+    det = _mean([m["detection_rate"] for m in misspec])
+    auc = _mean([m["auc"] for m in misspec])
+    # The other method's AUC columns are named auc_<method>.
+    others = "".join(
+        f" ({key[4:]} score: AUC {_mean([m[key] for m in misspec]):.3f})"
+        for key in misspec[0]
+        if key.startswith("auc_")
+    )
+    lines = [
+        "",
+        "## Misspecification flag",
+        "",
+        f"Averaged over single-model cells: false-alarm rate {fa:.3f} "
+        f"(alpha = {alpha}), detection rate on the other model's test "
+        f"set {det:.3f}, ROC AUC {auc:.3f}" + others + ".",
+    ]
+    top = max(
+        (m for m in misspec if m.get("auc") is not None and np.isfinite(m["auc"])),
+        key=lambda m: m["auc"],
+        default=None,
+    )
+    if top is not None:
+        lines.append(
+            f"Most detectable shift: train {top['train']}, "
+            f"{top['channels']} within {top['aperture']} r_e "
+            f"(AUC {top['auc']:.3f}, detection "
+            f"{top['detection_rate']:.3f})."
         )
-        lines += [
-            "",
-            "## Misspecification flag",
-            "",
-            f"Averaged over single-model cells: false-alarm rate {fa:.3f} "
-            f"(alpha = {sec.alpha}), detection rate on the other model's test "
-            f"set {det:.3f}, ROC AUC {auc:.3f}"
-            + "".join(
-                f" ({key[4:]} score: AUC {_mean([m[key] for m in misspec]):.3f})"
-                for key in misspec[0]
-                if key.startswith("auc_")
-            )
-            + ".",
-        ]
-        if top is not None:
-            lines.append(
-                f"Most detectable shift: train {top['train']}, "
-                f"{top['channels']} within {top['aperture']} r_e "
-                f"(AUC {top['auc']:.3f}, detection "
-                f"{top['detection_rate']:.3f})."
-            )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def misspecification_columns(method: str) -> tuple[str, ...]:
