@@ -53,6 +53,7 @@ Example:
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -62,6 +63,7 @@ import torch
 
 from sbi_exsitu.atomic import atomic_save, atomic_write_json
 from sbi_exsitu.data.dataset import MapDataset, subsample
+from sbi_exsitu.errors import DatasetError, DetectorUnavailableError, RunError
 from sbi_exsitu.runs import RunDirectory
 
 __all__ = [
@@ -303,18 +305,35 @@ class MisspecificationDetector:
     ) -> MisspecificationDetector:
         """The detector of a run: loaded if saved, else fitted from ``splits.json``.
 
+        The saved detector is only a cache: a damaged one is refitted (with a
+        warning), and one that cannot be saved (a read-only run directory) is
+        used without saving (with a warning).
+
         Raises:
-            FileNotFoundError: no saved detector and the run's training dataset or
-                ``splits.json`` is unavailable.
+            DetectorUnavailableError: no usable saved detector, and the run's
+                training dataset or ``splits.json`` is unavailable.
         """
         run_dir = Path(run_dir if run_dir is not None else posterior.run_dir)
-        if (run_dir / DETECTOR_DIR / "detector.json").is_file():
-            return cls.load(run_dir)
+        saved = run_dir / DETECTOR_DIR / "detector.json"
+        if saved.is_file():
+            try:
+                return cls.load(run_dir)
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                warnings.warn(
+                    f"{saved}: the saved misspecification detector is damaged "
+                    f"({type(err).__name__}: {err}); refitting it",
+                    stacklevel=2,
+                )
         run = RunDirectory(run_dir)
-        if not run.splits_file.is_file():
-            raise FileNotFoundError(f"{run.splits_file}: needed to fit the detector")
-        splits = run.read_splits()
-        with MapDataset(splits["dataset"], expect_config=posterior.render_config) as ds:
+        try:
+            splits = run.read_splits()
+            ds = MapDataset(run.training_data(), expect_config=posterior.render_config)
+        except (RunError, DatasetError) as err:
+            raise DetectorUnavailableError(
+                f"{run_dir}: no saved detector, and it needs the training data "
+                f"once to be fitted: {err}"
+            ) from None
+        with ds:
             det = cls.fit(
                 posterior,
                 ds,
@@ -322,7 +341,14 @@ class MisspecificationDetector:
                 np.asarray(splits["validation"], np.int64),
                 **fit_kwargs,
             )
-        det.save(run_dir)
+        try:
+            det.save(run_dir)
+        except OSError as err:  # read-only run: refit next time, but go on
+            warnings.warn(
+                f"{run_dir}: the misspecification detector cannot be cached "
+                f"({err}); it is refitted on every use",
+                stacklevel=2,
+            )
         return det
 
     def with_method(
@@ -462,6 +488,8 @@ class MisspecificationDetector:
         """Read a detector written by :meth:`save` (no pickle)."""
         d = Path(run_dir) / DETECTOR_DIR
         info = json.loads((d / "detector.json").read_text())
+        if not isinstance(info, dict):
+            raise ValueError(f"{d}: detector.json holds no JSON object")
         if info.get("format") != _FORMAT:
             raise ValueError(f"{d}: detector format {info.get('format')!r} unknown")
         arrays = {
