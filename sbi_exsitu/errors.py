@@ -35,6 +35,8 @@ __all__ = [
     "ParticlesError",
     "RunExistsError",
     "RunError",
+    "RunDataChangedError",
+    "DetectorUnavailableError",
     "DeviceError",
     "OutputError",
     "DependencyError",
@@ -45,6 +47,7 @@ __all__ = [
     "SamplingError",
     "StateFileError",
     "CorruptWeightsError",
+    "WeightsMismatchError",
     "TrainingDivergedError",
 ]
 
@@ -104,8 +107,16 @@ class RunExistsError(SbiExsituError, FileExistsError):
     """The run directory holds a run with a different configuration."""
 
 
+class RunDataChangedError(RunExistsError):
+    """The run was trained on other data than ``[data] train`` now holds."""
+
+
 class RunError(SbiExsituError, FileNotFoundError):
     """A run directory is not a finished run, or misses a file it needs."""
+
+
+class DetectorUnavailableError(RunError):
+    """The misspecification detector is neither saved nor can be fitted."""
 
 
 class DeviceError(SbiExsituError, ValueError):
@@ -142,6 +153,10 @@ class SamplingError(SbiExsituError, ValueError):
 
 class StateFileError(SbiExsituError, OSError):
     """A weights or checkpoint file is missing, truncated or not a state dict."""
+
+
+class WeightsMismatchError(StateFileError):
+    """A weights file does not fit the architecture in ``model.json``."""
 
 
 class CorruptWeightsError(SbiExsituError, ValueError):

@@ -5,6 +5,7 @@ A run directory holds everything needed to use and audit a trained posterior::
     config.json            the resolved experiment (all defaults filled in)
     render_config.json     how the training maps were rendered
     splits.json            train/validation/test sample indices (by galaxy)
+    data.json              identity of the training data (see dataset_identity)
     model.json             architecture (written last: its presence = finished)
     weights/<name>.pt      state_dicts (never pickled objects)
     checkpoints/           per-epoch training state of an unfinished member
@@ -25,18 +26,28 @@ importing this module (e.g. by the CLI) stays cheap.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sbi_exsitu.atomic import atomic_save, atomic_write_json, atomic_write_text
+from sbi_exsitu.atomic import atomic_write_json, atomic_write_text
 from sbi_exsitu.errors import (
     CorruptWeightsError,
+    RunDataChangedError,
     RunError,
     RunExistsError,
     StateFileError,
+    WeightsMismatchError,
+)
+from sbi_exsitu.statefiles import (
+    check_finite_state,
+    load_state_dict,
+    save_state_dict,
+    state_mismatch,
 )
 
 __all__ = [
@@ -46,9 +57,14 @@ __all__ = [
     "MODEL_FILE",
     "RENDER_CONFIG_FILE",
     "SPLITS_FILE",
+    "DATA_FILE",
+    "RunDataChangedError",
     "RunDirectory",
     "RunExistsError",
     "StateFileError",
+    "WeightsMismatchError",
+    "dataset_identity",
+    "state_mismatch",
     "load_state_dict",
     "save_state_dict",
     "same_config",
@@ -58,104 +74,72 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.json"
 RENDER_CONFIG_FILE = "render_config.json"
 SPLITS_FILE = "splits.json"
+DATA_FILE = "data.json"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_DIR = "weights"
 CHECKPOINTS_DIR = "checkpoints"
+#: Maps hashed into a dataset's identity (evenly spaced, first and last included).
+HASHED_MAPS = 64
+
+_log = logging.getLogger(__name__)
 
 
-def _to_cpu(obj: Any) -> Any:
-    import torch
+def dataset_identity(dataset: Any) -> dict[str, Any]:
+    """What identifies a training dataset: ``data.json`` of a run.
 
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, Mapping):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def save_state_dict(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """Write a (possibly nested) state dict atomically, tensors moved to the CPU.
-
-    A crash mid-write leaves the previous file intact, never a truncated one.
-    """
-    import torch
-
-    path = Path(path)
-    payload = _to_cpu(state)
-    atomic_save(path, lambda p: torch.save(payload, p))
-    return path
-
-
-def check_finite_state(state: dict[str, Any], path: str | Path) -> None:
-    """Refuse a loaded state dict with a NaN or infinite floating-point tensor.
-
-    Such weights (a diverged or damaged run) make every draw NaN, which sbi's
-    rejection sampling never accepts (it hangs) and the map decoder passes on
-    silently.
+    The SHA-256 covers every label (``galaxy_id``, ``view_id``, ``f_ex`` and the
+    other targets, ``model``; all samples) and the maps of :data:`HASHED_MAPS`
+    evenly spaced samples, first and last included. Hashing every map of a
+    multi-GB file on every resume would take minutes; the labels alone already
+    change when galaxies are added, removed, re-simulated or reordered, and the
+    sampled maps catch a re-render with the same labels. Path and size are
+    recorded for the message (a moved copy of the same data is the same data).
 
     Args:
-        state: the loaded ``state_dict``.
-        path: the file it came from, for the message.
-
-    Example:
-        >>> import torch
-        >>> check_finite_state({"w": torch.tensor([1.0, float("nan")])}, "w.pt")
-        Traceback (most recent call last):
-        ...
-        sbi_exsitu.errors.CorruptWeightsError: w.pt: tensor(s) ['w'] \
-hold NaN or infinite values (training diverged or the file is damaged); \
-re-train the run with `sbi-exsitu fit CONFIG --overwrite`
+        dataset: a :class:`~sbi_exsitu.data.dataset.MapDataset`.
     """
-    import torch
+    import numpy as np
 
-    bad = [
-        key
-        for key, value in state.items()
-        if isinstance(value, torch.Tensor)
-        and value.is_floating_point()
-        and not bool(torch.isfinite(value).all())
-    ]
-    if bad:
-        shown = bad[:3] + (["..."] if len(bad) > 3 else [])
-        raise CorruptWeightsError(
-            f"{path}: tensor(s) {shown} hold NaN or infinite values (training "
-            "diverged or the file is damaged); re-train the run with "
-            "`sbi-exsitu fit CONFIG --overwrite`"
+    digest = hashlib.sha256()
+    for key in sorted(dataset.labels):
+        values = np.asarray(dataset.labels[key])
+        raw = "\0".join(values.astype(str)) if values.dtype.kind in "OUS" else values
+        digest.update(key.encode())
+        digest.update(raw.encode() if isinstance(raw, str) else raw.tobytes())
+    n = len(dataset)
+    if n:
+        idx = np.unique(np.linspace(0, n - 1, min(n, HASHED_MAPS)).astype(np.int64))
+        digest.update(np.ascontiguousarray(dataset.maps(idx), np.float32).tobytes())
+    path = Path(dataset.path).resolve()
+    return {
+        "path": str(path),
+        "size": path.stat().st_size,
+        "n_samples": n,
+        "n_galaxies": len(np.unique(dataset.labels["galaxy_id"])),
+        "render_config": dataset.render_config.to_dict(),
+        "sha256": digest.hexdigest(),
+        "hashed": f"all labels and the maps of {min(n, HASHED_MAPS)} samples",
+    }
+
+
+def _data_change(stored: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """How ``now`` differs from the stored identity ("" if it does not)."""
+    if stored.get("render_config") != now["render_config"]:
+        return "its maps were rendered with another render config"
+    size = ("n_galaxies", "n_samples")
+    if any(stored.get(k) != now[k] for k in size):
+        return (
+            f"the training dataset now has {now['n_galaxies']} galaxies / "
+            f"{now['n_samples']} samples, the run was trained on "
+            f"{stored.get('n_galaxies')} / {stored.get('n_samples')}"
         )
-
-
-def load_state_dict(
-    path: str | Path, map_location: Any = "cpu", what: str = "weights"
-) -> dict[str, Any]:
-    """Read a file written by :func:`save_state_dict`, never unpickling code.
-
-    Raises:
-        StateFileError: the file is missing, empty, truncated or holds something
-            other than a state dict; the message names the file.
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise StateFileError(f"{path}: {what} file missing")
-    if path.stat().st_size == 0:
-        raise StateFileError(f"{path}: {what} file is empty; delete it and re-run")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, EOFError, pickle errors
-        raise StateFileError(
-            f"{path}: cannot read the {what} file ({type(err).__name__}: {err}); "
-            "it is truncated or corrupt: delete it and re-run"
-        ) from err
-    if not isinstance(state, dict):
-        raise StateFileError(
-            f"{path}: holds a {type(state).__name__}, expected a state dict"
+    if stored.get("sha256") != now["sha256"]:
+        return (
+            f"the training dataset has as many samples ({now['n_samples']}) but "
+            f"other content ({stored.get('hashed', 'labels and maps')} differ)"
         )
-    check_finite_state(state, path)
-    return state
+    return ""
 
 
 def same_config(stored: Mapping[str, Any], resolved: Mapping[str, Any]) -> bool:
@@ -241,6 +225,39 @@ class RunDirectory:
         """
         return load_state_dict(self.weights(name), map_location, f"{name} weights")
 
+    def load_into(
+        self,
+        module: Any,
+        name: str,
+        map_location: Any = "cpu",
+        *,
+        fill_missing: bool = False,
+    ) -> Any:
+        """Load ``weights/<name>.pt`` into ``module`` (built from ``model.json``).
+
+        Args:
+            fill_missing: keep the module's own value of keys the file lacks (a
+                buffer added after the run was saved).
+
+        Raises:
+            WeightsMismatchError: the file holds another architecture's weights.
+            StateFileError: missing, truncated or not a state dict.
+        """
+        state = self.load_weights(name, map_location)
+        expected = module.state_dict()
+        if fill_missing:
+            state = {**expected, **state}
+        problem = state_mismatch(expected, state)
+        if problem:
+            raise WeightsMismatchError(
+                f"{self.path}: {WEIGHTS_DIR}/{name}.pt does not match the "
+                f"architecture in {MODEL_FILE} ({problem}); the run's files come "
+                "from different runs: re-train with `sbi-exsitu fit CONFIG "
+                "--overwrite`"
+            )
+        module.load_state_dict(state)
+        return module
+
     # -- model.json, splits, render config, history, metrics ---------------------
     def write_model(self, meta: Mapping[str, Any]) -> Path:
         """Write ``model.json``: do it last, its presence marks a finished run."""
@@ -251,14 +268,25 @@ class RunDirectory:
         """``model.json``.
 
         Raises:
-            RunError: the run is not finished.
+            RunError: the run is not finished, or ``model.json`` is damaged.
         """
         if not self.model_file.is_file():
             raise RunError(
                 f"{self.model_file} not found: '{self.path}' is not a finished run "
                 "(run or resume `sbi-exsitu fit CONFIG`)"
             )
-        return json.loads(self.model_file.read_text())
+        try:
+            meta = json.loads(self.model_file.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            problem = f"is not valid JSON ({err})"
+        else:
+            if isinstance(meta, dict):
+                return meta
+            problem = f"holds a {type(meta).__name__}, expected a JSON object"
+        raise RunError(
+            f"{self.model_file} {problem}: it is truncated or damaged; re-run "
+            "`sbi-exsitu fit CONFIG` to rewrite it (finished members are reused)"
+        )
 
     def write_render_config(self, text: str) -> Path:
         """Write ``render_config.json`` (the JSON text of a RenderConfig)."""
@@ -268,10 +296,14 @@ class RunDirectory:
     def write_splits(
         self, splits: Mapping[str, Any], dataset: str | Path, seed: int
     ) -> Path:
-        """Write ``splits.json``: index arrays per split, the dataset and the seed."""
+        """Write ``splits.json``: index arrays per split, the dataset and the seed.
+
+        The dataset path is stored absolute, so the run works from any directory.
+        """
         data = {k: [int(i) for i in v] for k, v in splits.items()}
+        where = str(Path(dataset).resolve())
         atomic_write_json(
-            self.splits_file, data | {"dataset": str(dataset), "seed": int(seed)}
+            self.splits_file, data | {"dataset": where, "seed": int(seed)}
         )
         return self.splits_file
 
@@ -279,11 +311,44 @@ class RunDirectory:
         """``splits.json`` (lists of indices, ``dataset`` and ``seed``).
 
         Raises:
-            FileNotFoundError: the run has no ``splits.json``.
+            RunError: the run has no readable ``splits.json``.
         """
         if not self.splits_file.is_file():
             raise RunError(f"{self.splits_file}: no splits.json in this run")
-        return json.loads(self.splits_file.read_text())
+        try:
+            return dict(json.loads(self.splits_file.read_text()))
+        except (ValueError, TypeError, UnicodeDecodeError) as err:
+            raise RunError(
+                f"{self.splits_file} is damaged ({err}); re-train the run with "
+                "`sbi-exsitu fit CONFIG --overwrite`"
+            ) from None
+
+    def training_data(self) -> Path:
+        """The training dataset of ``splits.json``, wherever the run is used from.
+
+        New runs store it absolute. An old run's relative path is tried against
+        the current directory, then against the run directory and its parents.
+
+        Raises:
+            RunError: no such file; the message lists where it was looked for.
+        """
+        given = Path(self.read_splits()["dataset"])
+        if given.is_absolute():
+            tried = [given]
+        else:
+            here = self.path.resolve()
+            tried = [Path.cwd() / given] + [d / given for d in (here, *here.parents)]
+        for path in tried:
+            if path.is_file():
+                return path
+        where = ", ".join(str(p) for p in tried[:6]) + (
+            ", ..." if len(tried) > 6 else ""
+        )
+        raise RunError(
+            f"{self.splits_file}: the training dataset {str(given)!r} is gone "
+            f"(looked for {where}); move it back or pass a dataset explicitly "
+            "(--data TEST.h5)"
+        )
 
     def write_history(self, history: Any) -> Path:
         """Write ``history.json``."""
@@ -299,26 +364,121 @@ class RunDirectory:
         """Whether ``config.json`` exists and equals ``resolved_config``."""
         if not self.config_file.is_file():
             return False
-        return same_config(json.loads(self.config_file.read_text()), resolved_config)
+        try:
+            stored = json.loads(self.config_file.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return same_config(stored, resolved_config)
 
-    def prepare(self, resolved_config: dict[str, Any], overwrite: bool) -> Path:
-        """Create the directory for a run of ``resolved_config``.
+    @property
+    def has_trained_state(self) -> bool:
+        """Whether training left anything here: ``model.json``, weights, checkpoints.
 
-        A directory holding a run of the same configuration is kept (so training
-        resumes); one of another configuration is refused unless ``overwrite``.
+        Only such a directory holds work to protect; one with just a config (a
+        command that failed before its first epoch) is replaced freely.
+        """
+        return (
+            self.model_file.is_file()
+            or any((self.path / WEIGHTS_DIR).glob("*.pt"))
+            or (self.checkpoints_dir.is_dir() and any(self.checkpoints_dir.iterdir()))
+        )
+
+    def _check_removable(self) -> None:
+        """Refuse to delete a directory that is not exactly one run."""
+        if not self.path.is_dir() or not any(self.path.iterdir()):
+            return
+        if not self.config_file.is_file():
+            raise RunError(
+                f"{self.path} does not look like a run directory (no {CONFIG_FILE}); "
+                "--overwrite deletes run directories only: choose another "
+                "[run] name or out_dir"
+            )
+        nested = [
+            p.parent
+            for name in (CONFIG_FILE, MODEL_FILE)
+            for p in self.path.glob(f"*/**/{name}")
+        ]
+        if nested:
+            raise RunError(
+                f"{self.path} holds other runs ({nested[0]}, ...); --overwrite "
+                "deletes one run directory only: remove it by hand or choose "
+                "another [run] name"
+            )
+
+    def prepare(
+        self,
+        resolved_config: dict[str, Any],
+        overwrite: bool,
+        *,
+        dataset: Any = None,
+        splits: Mapping[str, Any] | None = None,
+        split_seed: int = 0,
+    ) -> Path:
+        """Create the directory for a run of ``resolved_config`` on ``dataset``.
+
+        A directory with trained state (:attr:`has_trained_state`) of the same
+        configuration and the same data (:func:`dataset_identity`) is kept, so
+        training resumes; its ``splits.json`` is never rewritten. Another
+        configuration or other data is refused unless ``overwrite``. A directory
+        without trained state is simply re-initialised. With a ``dataset``, its
+        render config, identity (``data.json``) and ``splits`` are written.
 
         Raises:
             RunExistsError: another configuration, and ``overwrite`` is false.
+            RunDataChangedError: the data changed, and ``overwrite`` is false.
+            RunError: ``overwrite`` of a directory that is not one run.
         """
-        stored = self.config_file
-        if stored.exists():
-            if overwrite:
-                shutil.rmtree(self.path)
-            elif not self.has_config(resolved_config):
+        identity = None if dataset is None else dataset_identity(dataset)
+        if overwrite and self.path.exists():
+            self._check_removable()
+            shutil.rmtree(self.path)
+        elif self.has_trained_state:
+            if not self.has_config(resolved_config):
                 raise RunExistsError(
                     f"{self.path} holds a run with a different configuration; pass "
                     "--overwrite to replace it or change [run] name"
                 )
+            if identity is not None:
+                self._check_same_data(identity, splits)
+            return self.path
+        elif self.config_file.is_file() and not self.has_config(resolved_config):
+            _log.warning(
+                "%s: replacing the config of a run that never trained", self.path
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config_file, resolved_config)
+        if dataset is not None:
+            self.write_render_config(dataset.render_config.to_json())
+            atomic_write_json(self.path / DATA_FILE, identity)
+            if splits is not None:
+                self.write_splits(splits, dataset.path, split_seed)
         return self.path
+
+    def _check_same_data(
+        self, identity: dict[str, Any], splits: Mapping[str, Any] | None
+    ) -> None:
+        """Refuse trained state that came from other data than ``identity``."""
+        data_file = self.path / DATA_FILE
+        fix = (
+            "pass --overwrite to retrain on the new data, or point [data] train "
+            "at the original file"
+        )
+        if data_file.is_file():
+            try:
+                stored = json.loads(data_file.read_text())
+            except (ValueError, UnicodeDecodeError):
+                stored = {}
+            change = _data_change(stored, identity)
+        else:  # a run from before data.json: its splits are the only record
+            old = self.read_splits() if self.splits_file.is_file() else {}
+            same = splits is not None and all(
+                old.get(k) == [int(i) for i in v] for k, v in splits.items()
+            )
+            change = "" if same else "its galaxy splits differ from splits.json"
+        if change:
+            raise RunDataChangedError(
+                f"{self.path} was trained on other data than {identity['path']}: "
+                f"{change}; {fix}"
+            )
+        if not data_file.is_file():
+            atomic_write_json(data_file, identity)

@@ -25,7 +25,16 @@ SOURCE_ROOTS = {
 
 # Bottom to top; a module may import only from its own floor or lower ones.
 FLOORS: list[set[str]] = [
-    {"errors", "atomic", "schema", "tables", "seeding", "device", "configs"},
+    {
+        "errors",
+        "atomic",
+        "statefiles",
+        "schema",
+        "tables",
+        "seeding",
+        "device",
+        "configs",
+    },
     {"data", "embeddings"},
     {"figures"},
     {"config"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -72,7 +74,7 @@ def test_model_and_splits_round_trip(tmp_path) -> None:
     splits = {"train": np.array([3, 1]), "validation": np.array([0]), "test": [2]}
     run.write_splits(splits, "data.h5", seed=7)
     back = run.read_splits()
-    assert back["train"] == [3, 1] and back["dataset"] == "data.h5"
+    assert back["train"] == [3, 1] and back["dataset"] == os.path.abspath("data.h5")
     assert back["seed"] == 7
     run.write_model({"format": 1, "kind": "scalar"})
     assert run.is_finished and run.read_model()["kind"] == "scalar"
@@ -83,10 +85,13 @@ def test_prepare_keeps_the_same_config_and_refuses_another(tmp_path) -> None:
     run.prepare({"a": (1, 2)}, overwrite=False)
     assert run.has_config({"a": [1, 2]})  # tuples compare as their JSON lists
     run.prepare({"a": (1, 2)}, overwrite=False)  # resumable
+    run.save_weights("member_0", {"t": torch.ones(1)})  # trained state: protected
     with pytest.raises(RunExistsError, match="different configuration"):
         run.prepare({"a": 3}, overwrite=False)
     run.prepare({"a": 3}, overwrite=True)
-    assert run.has_config({"a": 3})
+    assert run.has_config({"a": 3}) and not run.has_trained_state
+    run.prepare({"a": 4}, overwrite=False)  # nothing trained: replaced
+    assert run.has_config({"a": 4})
     assert same_config({"x": 1.0}, {"x": 1.0}) and not same_config({"x": 1}, {})
 
 

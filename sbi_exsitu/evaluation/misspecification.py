@@ -53,6 +53,7 @@ Example:
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -62,6 +63,8 @@ import torch
 
 from sbi_exsitu.atomic import atomic_save, atomic_write_json
 from sbi_exsitu.data.dataset import MapDataset, subsample
+from sbi_exsitu.errors import DatasetError, DetectorUnavailableError, RunError
+from sbi_exsitu.evaluation.novelty import conformal_pvalues, roc_auc
 from sbi_exsitu.runs import RunDirectory
 
 __all__ = [
@@ -142,42 +145,6 @@ def embed(
     if not out:
         return np.zeros((0, 0))
     return np.concatenate(out)
-
-
-def conformal_pvalues(scores: np.ndarray, calibration: np.ndarray) -> np.ndarray:
-    """``(1 + #{c >= s}) / (n_cal + 1)`` for each score ``s``.
-
-    Valid (super-uniform) when the score and the calibration scores are
-    exchangeable, i.e. the observation comes from the calibration distribution.
-
-    Example:
-        >>> conformal_pvalues(np.array([0.5, 10.0]), np.arange(9.0)).tolist()
-        [0.9, 0.1]
-    """
-    cal = np.sort(np.asarray(calibration, dtype=np.float64))
-    s = np.asarray(scores, dtype=np.float64)
-    n_ge = len(cal) - np.searchsorted(cal, s, side="left")
-    return (1.0 + n_ge) / (len(cal) + 1.0)
-
-
-def roc_auc(negatives: np.ndarray, positives: np.ndarray) -> float:
-    """Area under the ROC curve of a score separating positives from negatives.
-
-    The Mann-Whitney form ``P(s_pos > s_neg) + P(s_pos = s_neg) / 2``; 0.5 is
-    chance, 1 perfect separation. NaN when either set is empty.
-
-    Example:
-        >>> roc_auc(np.array([0.0, 1.0]), np.array([2.0, 3.0]))
-        1.0
-    """
-    from scipy.stats import rankdata
-
-    neg, pos = np.asarray(negatives, float), np.asarray(positives, float)
-    if len(neg) == 0 or len(pos) == 0:
-        return float("nan")
-    ranks = rankdata(np.r_[neg, pos])
-    u = ranks[len(neg) :].sum() - len(pos) * (len(pos) + 1) / 2
-    return float(u / (len(neg) * len(pos)))
 
 
 @dataclass
@@ -303,18 +270,35 @@ class MisspecificationDetector:
     ) -> MisspecificationDetector:
         """The detector of a run: loaded if saved, else fitted from ``splits.json``.
 
+        The saved detector is only a cache: a damaged one is refitted (with a
+        warning), and one that cannot be saved (a read-only run directory) is
+        used without saving (with a warning).
+
         Raises:
-            FileNotFoundError: no saved detector and the run's training dataset or
-                ``splits.json`` is unavailable.
+            DetectorUnavailableError: no usable saved detector, and the run's
+                training dataset or ``splits.json`` is unavailable.
         """
         run_dir = Path(run_dir if run_dir is not None else posterior.run_dir)
-        if (run_dir / DETECTOR_DIR / "detector.json").is_file():
-            return cls.load(run_dir)
+        saved = run_dir / DETECTOR_DIR / "detector.json"
+        if saved.is_file():
+            try:
+                return cls.load(run_dir)
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                warnings.warn(
+                    f"{saved}: the saved misspecification detector is damaged "
+                    f"({type(err).__name__}: {err}); refitting it",
+                    stacklevel=2,
+                )
         run = RunDirectory(run_dir)
-        if not run.splits_file.is_file():
-            raise FileNotFoundError(f"{run.splits_file}: needed to fit the detector")
-        splits = run.read_splits()
-        with MapDataset(splits["dataset"], expect_config=posterior.render_config) as ds:
+        try:
+            splits = run.read_splits()
+            ds = MapDataset(run.training_data(), expect_config=posterior.render_config)
+        except (RunError, DatasetError) as err:
+            raise DetectorUnavailableError(
+                f"{run_dir}: no saved detector, and it needs the training data "
+                f"once to be fitted: {err}"
+            ) from None
+        with ds:
             det = cls.fit(
                 posterior,
                 ds,
@@ -322,7 +306,14 @@ class MisspecificationDetector:
                 np.asarray(splits["validation"], np.int64),
                 **fit_kwargs,
             )
-        det.save(run_dir)
+        try:
+            det.save(run_dir)
+        except OSError as err:  # read-only run: refit next time, but go on
+            warnings.warn(
+                f"{run_dir}: the misspecification detector cannot be cached "
+                f"({err}); it is refitted on every use",
+                stacklevel=2,
+            )
         return det
 
     def with_method(
@@ -462,6 +453,8 @@ class MisspecificationDetector:
         """Read a detector written by :meth:`save` (no pickle)."""
         d = Path(run_dir) / DETECTOR_DIR
         info = json.loads((d / "detector.json").read_text())
+        if not isinstance(info, dict):
+            raise ValueError(f"{d}: detector.json holds no JSON object")
         if info.get("format") != _FORMAT:
             raise ValueError(f"{d}: detector format {info.get('format')!r} unknown")
         arrays = {

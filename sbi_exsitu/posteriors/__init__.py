@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sbi_exsitu.errors import RunError
@@ -55,7 +54,7 @@ def load_posterior(run_dir: str | Path, device: str = "cpu") -> Posterior:
             f"{run.model_file} not found: '{run.path}' is not a finished run "
             "(run or resume `sbi-exsitu fit CONFIG`)"
         )
-    kind = json.loads(run.model_file.read_text()).get("kind", "scalar")
+    kind = run.read_model().get("kind", "scalar")
     if kind not in POSTERIOR_KINDS:
         raise RunError(
             f"{run.model_file}: kind is {kind!r}, expected one of "

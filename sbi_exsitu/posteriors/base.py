@@ -92,12 +92,7 @@ class Posterior(ABC):
                 "dataset explicitly (--data TEST.h5)"
             )
         splits = run.read_splits()
-        path = Path(splits["dataset"])
-        if not path.is_file():
-            raise RunError(
-                f"{run.splits_file}: the training dataset {path} is gone; "
-                "pass a test dataset explicitly (--data TEST.h5)"
-            )
+        path = run.training_data()  # absolute, or an old run's relative path
         return MapDataset(path, expect_config=self.render_config), np.asarray(
             splits["test"], dtype=np.int64
         )

@@ -376,6 +376,7 @@ class ExSituPosterior(Posterior):
             FileNotFoundError: the run has no ``model.json`` (not trained, or
                 training was interrupted: re-run ``fit`` to resume).
             StateFileError: a weights file is missing or truncated.
+            WeightsMismatchError: a weights file of another architecture.
             CorruptWeightsError: a weights file holds NaN or inf (re-train).
         """
         run_dir = Path(run_dir)
@@ -386,8 +387,7 @@ class ExSituPosterior(Posterior):
         dev = resolve_device(device)
         estimators = []
         for k in range(int(meta["ensemble_size"])):
-            est = build_estimator(spec)
-            est.load_state_dict(run.load_weights(f"member_{k}", map_location=dev))
+            est = run.load_into(build_estimator(spec), f"member_{k}", dev)
             estimators.append(est)
         return cls(
             estimators,

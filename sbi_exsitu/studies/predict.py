@@ -22,7 +22,7 @@ from sbi_exsitu.data.compatibility import (
     iter_observations,
 )
 from sbi_exsitu.data.dataset import MapDataset
-from sbi_exsitu.errors import OutputError
+from sbi_exsitu.errors import DetectorUnavailableError, OutputError
 from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.tables import TABLE_SUFFIXES, write_table
 
@@ -89,8 +89,11 @@ def predict(
 
         try:
             detector = post.misspecification_detector()
-        except FileNotFoundError as err:
-            warnings.warn(f"no misspecification flags: {err}", stacklevel=2)
+        except DetectorUnavailableError as err:
+            # The table does not need the training data; only the flags do.
+            warnings.warn(
+                f"misspecification flags are unavailable: {err}", stacklevel=2
+            )
     with MapDataset(maps_path) as ds:
         post.check_render_config(ds.render_config, where=str(ds.path))
         if len(ds) == 0:

@@ -189,7 +189,7 @@ def _train_members(
         torch.manual_seed(member_seed)
         est = build_estimator(spec, th_init, x_init)
         if run.weights(name).exists() and hist_file.exists():
-            est.load_state_dict(run.load_weights(name))
+            run.load_into(est, name)
             estimators.append(est.eval())
             histories.append(json.loads(hist_file.read_text()))
             continue

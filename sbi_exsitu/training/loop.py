@@ -33,6 +33,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from typing import Any, Protocol
 import torch
 
 from sbi_exsitu.atomic import atomic_write_json
-from sbi_exsitu.errors import TrainingDivergedError
+from sbi_exsitu.errors import SbiExsituError, TrainingDivergedError
 from sbi_exsitu.runs import load_state_dict, save_state_dict
 from sbi_exsitu.seeding import derive_seed
 
@@ -149,11 +150,27 @@ class _Checkpoint:
         if not (self.pt.is_file() and self.json.is_file()):
             return None
         device = next(model.parameters()).device
-        state = load_state_dict(self.pt, map_location=device, what="checkpoint")
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        history = TrainingHistory.from_dict(json.loads(self.json.read_text()))
-        return history, state["best"]
+        # A checkpoint only caches unfinished work: a damaged one is dropped and
+        # training restarts from the untouched initial state.
+        initial = copy.deepcopy((model.state_dict(), optimiser.state_dict()))
+        try:
+            state = load_state_dict(self.pt, map_location=device, what="checkpoint")
+            history = TrainingHistory.from_dict(json.loads(self.json.read_text()))
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            return history, state["best"]
+        # RuntimeError: torch refusing another architecture's state.
+        except (SbiExsituError, OSError, ValueError, KeyError, RuntimeError) as err:
+            model.load_state_dict(initial[0])
+            optimiser.load_state_dict(initial[1])
+            problem = f"{type(err).__name__}: {str(err)[:200]}"
+        warnings.warn(
+            f"{self.pt}: damaged checkpoint ({problem}); it is discarded and "
+            "this member restarts from scratch",
+            stacklevel=3,
+        )
+        self.remove()
+        return None
 
     def save(self, model: Any, optimiser: Any, best: Any, history: Any) -> None:
         if self.pt is None or self.json is None:

@@ -148,7 +148,7 @@ def _train_cvae(
     """Train the cVAE on the negative ELBO per pixel, or load a finished one."""
     hist_file = run.checkpoint("cvae").with_suffix(".history.json")
     if run.weights("cvae").exists() and hist_file.exists():
-        cvae.load_state_dict(run.load_weights("cvae"))
+        run.load_into(cvae, "cvae")
         return json.loads(hist_file.read_text())
     warmup = KLWarmup(cvae, settings.kl_warmup)
     pixels = cvae.cfg.image_size**2

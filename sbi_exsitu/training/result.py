@@ -29,23 +29,31 @@ class FitResult:
 def prepare_run(
     cfg: ExperimentConfig, overwrite: bool
 ) -> tuple[RunDirectory, MapDataset, dict[str, np.ndarray]]:
-    """(run directory, dataset, splits); writes config, render config and splits.
+    """(run directory, dataset, splits); writes config, data identity and splits.
 
     Shared by the scalar and the map posterior.
 
     Raises:
         RunExistsError: the directory holds a run of another configuration.
+        RunDataChangedError: the run was trained on other data.
         DatasetError: too few galaxies for a split by galaxy.
     """
     dataset = MapDataset(cfg.train_path)
-    run = RunDirectory(cfg.run_dir)
-    run.prepare(cfg.to_dict(), overwrite)
-    run.write_render_config(dataset.render_config.to_json())
     splits = dataset.splits(seed=cfg.data.split_seed)
     if min(len(v) for v in splits.values()) == 0:
         raise DatasetError(
             f"{dataset.path}: {len(np.unique(dataset.labels['galaxy_id']))} galaxies "
             "are too few for a train/validation/test split by galaxy"
         )
-    run.write_splits(splits, dataset.path, cfg.data.split_seed)
+    run = RunDirectory(cfg.run_dir)
+    run.prepare(
+        cfg.to_dict(),
+        overwrite,
+        dataset=dataset,
+        splits=splits,
+        split_seed=cfg.data.split_seed,
+    )
+    # A resumed run keeps the splits it was trained with (never recomputed).
+    stored = run.read_splits()
+    splits = {k: np.asarray(stored[k], np.int64) for k in splits}
     return run, dataset, splits

@@ -445,6 +445,7 @@ class MapPosterior(Posterior):
         Raises:
             FileNotFoundError: ``model.json`` is missing.
             StateFileError: a weights file is missing or truncated.
+            WeightsMismatchError: a weights file of another architecture.
             CorruptWeightsError: a weights file holds NaN or inf (re-train).
         """
         run_dir = Path(run_dir)
@@ -456,12 +457,9 @@ class MapPosterior(Posterior):
         settings = MapSettings(**meta["settings"])
         cvae = ConditionalVAE(CVAEConfig.from_dict(meta["cvae"]))
         flow = build_latent_flow(meta["embedding"], settings)
-        for name, module in (("cvae", cvae), ("flow", flow)):
-            state = run.load_weights(name, map_location=dev)
-            if name == "flow":
-                # Runs saved before the latent standardisation have no z_loc/z_scale.
-                state = {**module.state_dict(), **state}
-            module.load_state_dict(state)
+        run.load_into(cvae, "cvae", dev)
+        # Runs saved before the latent standardisation have no z_loc/z_scale.
+        run.load_into(flow, "flow", dev, fill_missing=True)
         return cls(
             cvae,
             flow,
