@@ -283,7 +283,9 @@ class MisspecificationDetector:
         if saved.is_file():
             try:
                 return cls.load(run_dir)
-            except (OSError, ValueError, KeyError, TypeError) as err:
+            # np.load raises EOFError on an empty .npy, json ValueError on a
+            # truncated .json: either way the cache is damaged.
+            except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
                 warnings.warn(
                     f"{saved}: the saved misspecification detector is damaged "
                     f"({type(err).__name__}: {err}); refitting it",
