@@ -10,9 +10,10 @@ galaxy-aware statistics of ``sbi-exsitu calibrate``). The same is done for each
 ensemble member on its own (the evidence for mixing vs one member), and the
 validation-optimal stacking weights of the members are reported (EM on the
 members' validation log densities). ``--baseline-seeds`` re-runs the given seeds
-with the pre-#15 settings (constant rate, 40 epochs, patience 15) in the same
-invocation. Finished runs are reused (``fit`` resumes); their recorded training
-seconds are reported.
+with the pre-#15 quickstart (2 members, constant rate, 40 epochs, patience 15)
+and ``--compare-ensemble`` runs every seed with other ensemble sizes too (default
+2), in the same invocation. Finished runs are reused (``fit`` resumes); their
+recorded training seconds are reported.
 
 Prints a table and, as the LAST line, one JSON object with ``settings`` (the
 ``[training]`` table of each variant) and a ``runs`` list: variant, seed,
@@ -36,8 +37,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
-# The quickstart's [training] before #15: constant rate, stopped by the epoch cap.
-BASELINE = {"lr_schedule": "constant", "max_epochs": 40, "patience": 15}
+# The quickstart before #15: 2 members, constant rate, stopped by the epoch cap.
+BASELINE = {
+    "training": {"lr_schedule": "constant", "max_epochs": 40, "patience": 15},
+    "posterior": {"ensemble_size": 2},
+}
 
 
 def stacking_weights(member_lp: np.ndarray, iters: int = 200) -> np.ndarray:
@@ -94,6 +98,7 @@ def one_run(cfg: Any, variant: str, seed: int) -> dict[str, Any]:
     row: dict[str, Any] = {
         "variant": variant,
         "seed": seed,
+        "ensemble_size": cfg.posterior.ensemble_size,
         "run_dir": str(result.run_dir),
         **_calibration(post, dataset, idx, seed),
         "scatter": round(test["scatter"], 5),
@@ -116,23 +121,20 @@ def one_run(cfg: Any, variant: str, seed: int) -> dict[str, Any]:
     return row
 
 
-def _variant(cfg: Any, variant: str, seed: int, training: dict | None) -> Any:
-    run = dataclasses.replace(
-        cfg.run, seed=seed, name=f"{cfg.run.name}-{variant}{seed}"
-    )
-    tr = (
-        cfg.training
-        if training is None
-        else dataclasses.replace(cfg.training, **training)
-    )
-    return dataclasses.replace(cfg, run=run, training=tr)
+def _variant(cfg: Any, variant: str, seed: int, changes: dict[str, dict]) -> Any:
+    """``cfg`` with ``[run] seed``, a run name per (variant, seed) and ``changes``."""
+    name = f"{cfg.run.name}-{variant}-seed{seed}"
+    sections = {"run": dataclasses.replace(cfg.run, seed=seed, name=name)}
+    for section, values in changes.items():
+        sections[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **sections)
 
 
 def _print_row(r: dict[str, Any]) -> None:
     epochs = ",".join(f"{m['best_epoch'] + 1}/{m['epochs']}" for m in r["members"])
     own = ",".join(m["verdict"] for m in r.get("member_calibration", []))
     print(
-        f"{r['variant']:<9}{r['seed']:>5}  {r['verdict']:<13}"
+        f"{r['variant']:<10}{r['seed']:>5}  {r['verdict']:<13}"
         f"{r['max_coverage_error']:>7.3f}{r['tolerance']:>7.3f}{r['min_sbc_p']:>9.2g}"
         f"{r['pit_z']:>7.2f}{r['scatter']:>9.4f}{r['bias']:>9.4f}"
         f"{r['fit_seconds']:>8.0f}  {epochs:<13}{own}",
@@ -154,7 +156,14 @@ def main() -> None:
         type=int,
         nargs="*",
         default=[0],
-        help="seeds re-run with the pre-#15 [training] settings (none: skip)",
+        help="seeds re-run with the pre-#15 quickstart settings (none: skip)",
+    )
+    ap.add_argument(
+        "--compare-ensemble",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="also run every seed with these ensemble sizes (none: skip)",
     )
     args = ap.parse_args()
 
@@ -163,27 +172,35 @@ def main() -> None:
     if cfg.simulate and not cfg.train_path.exists():
         simulate(_simulation(cfg), cfg.train_path, progress=False)
     print(
-        f"{'variant':<9}{'seed':>5}  {'verdict':<13}{'maxerr':>7}{'tol':>7}"
+        f"{'variant':<10}{'seed':>5}  {'verdict':<13}{'maxerr':>7}{'tol':>7}"
         f"{'min SBC p':>9}{'PIT z':>7}{'scatter':>9}{'bias':>9}{'fit_s':>8}"
         f"  {'best/epochs':<13}members alone",
         flush=True,
     )
-    jobs = [("seed", s, None) for s in args.seeds]
+    jobs: list[tuple[str, int, dict]] = []
+    for s in args.seeds:
+        jobs.append(("config", s, {}))
+        jobs += [
+            (f"k{k}", s, {"posterior": {"ensemble_size": k}})
+            for k in args.compare_ensemble
+            if k != cfg.posterior.ensemble_size
+        ]
     jobs += [("baseline", s, BASELINE) for s in args.baseline_seeds]
     runs = []
     for variant, seed, training in jobs:
         runs.append(one_run(_variant(cfg, variant, seed, training), variant, seed))
         _print_row(runs[-1])
-    settings = {"seed": dataclasses.asdict(cfg.training)}
-    if args.baseline_seeds:
-        settings["baseline"] = dataclasses.asdict(
-            dataclasses.replace(cfg.training, **BASELINE)
-        )
+    settings = {
+        variant: {
+            "training": dataclasses.asdict(c.training),
+            "ensemble_size": c.posterior.ensemble_size,
+        }
+        for variant, c in ((v, _variant(cfg, v, 0, ch)) for v, _, ch in jobs)
+    }
     print(
         json.dumps(
             {
                 "config": str(args.config),
-                "ensemble_size": cfg.posterior.ensemble_size,
                 "settings": settings,
                 "runs": runs,
             }
