@@ -189,3 +189,100 @@ def test_a_nan_validation_loss_raises() -> None:
 def test_untrained_history_is_refused() -> None:
     with pytest.raises(TrainingDivergedError, match="refusing to save"):
         TrainingHistory().require_trained("member 0")
+
+
+def _flat(model: torch.nn.Module, batch: tuple) -> torch.Tensor:
+    return 0.0 * model(batch[0]).sum() + 1.0  # never improves after epoch 0
+
+
+def test_plateau_reduces_the_rate_then_stops() -> None:
+    train, val = _data()
+    settings = _settings(
+        learning_rate=0.1,
+        max_epochs=50,
+        lr_schedule="plateau",
+        lr_factor=0.5,
+        lr_patience=1,
+        max_lr_reductions=2,
+    )
+    hist = train_loop(_net(), _flat, lambda e: train, val, settings)
+    # A reduction after every 2 epochs without improvement; the third plateau
+    # (one more than max_lr_reductions) ends training, long before max_epochs.
+    assert hist.lr == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert hist.lr_reductions == 3 and hist.stopped_early
+    assert hist.best_epoch == 0
+
+
+def test_constant_schedule_keeps_the_rate() -> None:
+    train, val = _data()
+    hist = train_loop(
+        _net(), _flat, lambda e: train, val, _settings(max_epochs=6, patience=100)
+    )
+    assert hist.lr == [0.05] * 6 and hist.lr_reductions == 0
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["plateau", "cosine"])
+def test_resume_with_a_schedule_matches_an_uninterrupted_run(tmp_path, kind) -> None:
+    train, val = _data()
+    settings = _settings(
+        learning_rate=0.3,
+        max_epochs=10,
+        lr_schedule=kind,
+        lr_factor=0.5,
+        lr_patience=0,
+        max_lr_reductions=100,
+    )
+    whole = _net()
+    h_whole = train_loop(whole, _mse, _shuffled(train), val, settings, seed=4)
+    assert len(set(h_whole.lr)) > 2  # the rate changed before and after epoch 4
+
+    def stop_at_4(epoch: int, hist: TrainingHistory) -> None:
+        if epoch == 4:
+            raise _Interrupt
+
+    ckpt = tmp_path / "checkpoints" / "m"
+    with pytest.raises(_Interrupt):
+        train_loop(
+            _net(),
+            _mse,
+            _shuffled(train),
+            val,
+            settings,
+            seed=4,
+            checkpoint=ckpt,
+            on_epoch=stop_at_4,
+        )
+    resumed = _net(seed=99)
+    h_resumed = train_loop(
+        resumed, _mse, _shuffled(train), val, settings, seed=4, checkpoint=ckpt
+    )
+    assert h_resumed.lr == h_whole.lr
+    assert h_resumed.val_loss == h_whole.val_loss
+    assert h_resumed.lr_reductions == h_whole.lr_reductions
+    for a, b in zip(
+        whole.state_dict().values(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_an_unknown_schedule_is_a_config_error_naming_the_key() -> None:
+    from sbi_exsitu.config.experiment import ExperimentConfig
+    from sbi_exsitu.schema import ConfigError
+
+    doc = {
+        "run": {"name": "demo"},
+        "data": {"train": "d.h5"},
+        "training": {"lr_schedule": "exponential"},
+    }
+    with pytest.raises(ConfigError, match="lr_schedule.*'exponential'.*plateau"):
+        ExperimentConfig.from_dict(doc, source="exp.toml")
+    ok = ExperimentConfig.from_dict(
+        doc | {"training": {"lr_schedule": "plateau", "lr_patience": 3}}
+    )
+    assert ok.training.lr_schedule == "plateau" and ok.training.lr_patience == 3
+    with pytest.raises(ConfigError, match="lr_factor"):
+        ExperimentConfig.from_dict(doc | {"training": {"lr_factor": 1.5}})

@@ -150,6 +150,13 @@ class TrainingSection:
     every training map: a galaxy seen mirrored or turned on the sky is as likely
     as the original and has the same f_ex. This is the paper's flip augmentation
     generalised; sbi's own training loop cannot augment, ours can.
+
+    ``lr_schedule`` (see :mod:`sbi_exsitu.training.loop`): ``"constant"`` (the
+    default; stop after ``patience`` epochs without improvement or at
+    ``max_epochs``), ``"plateau"`` (multiply the rate by ``lr_factor`` after
+    ``lr_patience`` epochs without improvement; stop at the next plateau after
+    ``max_lr_reductions`` reductions) or ``"cosine"`` (anneal to 0 over
+    ``max_epochs``). ``patience`` and ``max_epochs`` remain hard limits.
     """
 
     batch_size: int = field(default=128, metadata={"min": 2})
@@ -160,8 +167,22 @@ class TrainingSection:
     clip_grad_norm: float = field(default=5.0, metadata={"gt": 0})
     weight_decay: float = field(default=0.0, metadata={"min": 0})
     augment: str = "d4"
+    lr_schedule: str = "constant"
+    lr_factor: float = field(default=0.5, metadata={"gt": 0})
+    lr_patience: int = field(default=4, metadata={"min": 0})
+    max_lr_reductions: int = field(default=3, metadata={"min": 0})
 
     def __post_init__(self) -> None:
+        if self.lr_schedule not in ("constant", "plateau", "cosine"):
+            raise ValueError(
+                f"'lr_schedule' is {self.lr_schedule!r}, expected 'constant', "
+                "'plateau' (reduce on a validation plateau) or 'cosine'"
+            )
+        if not self.lr_factor < 1:
+            raise ValueError(
+                f"'lr_factor' is {self.lr_factor!r}, expected < 1 (the factor "
+                "the learning rate is multiplied by on a plateau)"
+            )
         if self.augment not in ("none", "d4"):
             raise ValueError(
                 f"'augment' is {self.augment!r}, expected 'd4' (a random flip/90° "

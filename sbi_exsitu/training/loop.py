@@ -1,13 +1,22 @@
-"""The one training loop: Adam, early stopping, checkpoints, divergence check.
+"""The one training loop: Adam, LR schedule, early stopping, checkpoints, divergence.
 
 Every trainer of the package (the scalar posterior's ensemble members, the map
 posterior's cVAE and latent flow, the MDN-CNN baseline) runs :func:`train_loop`
 with its own loss function ``loss_fn(model, batch) -> losses``. The loop owns
 what they share, as shared/SBI_NOTES.md describes: Adam (with
-``weight_decay``), gradient clipping, early stopping on the validation loss
-after ``min_epochs`` with the best weights restored, a per-epoch checkpoint
-that a restarted job resumes from, an optional progress bar, and a refusal to
+``weight_decay``), gradient clipping, an optional learning-rate schedule
+(``lr_schedule``: ``"constant"``, ``"plateau"`` or ``"cosine"``), early stopping
+on the validation loss after ``min_epochs`` with the best weights restored, a
+per-epoch checkpoint (model, optimiser *and* scheduler) that a restarted job
+resumes from, an optional progress bar, and a refusal to
 go on once a loss is NaN or infinite (:class:`TrainingDivergedError`).
+
+``"plateau"`` is :class:`torch.optim.lr_scheduler.ReduceLROnPlateau` on the
+validation loss (``lr_factor``, ``lr_patience``) with a stopping rule: training
+ends when the validation loss plateaus once more after ``max_lr_reductions``
+reductions, i.e. when the optimum at the smallest learning rate is reached, not
+when an epoch cap is hit. ``"cosine"`` anneals the rate to 0 over ``max_epochs``.
+Settings objects without these fields train at a constant rate.
 
 Randomness is a function of ``(seed, epoch)`` alone: the global torch generator
 is reseeded at the start of every epoch and the batches of an epoch come from
@@ -49,6 +58,7 @@ from sbi_exsitu.seeding import derive_seed
 __all__ = [
     "discard_checkpoint",
     "EpochSchedule",
+    "LR_SCHEDULES",
     "LoopSettings",
     "TrainingDivergedError",
     "TrainingHistory",
@@ -68,6 +78,11 @@ class LoopSettings(Protocol):
     patience: int
     min_epochs: int
     clip_grad_norm: float | None
+    # Optional (read with getattr; absent = constant rate): lr_schedule,
+    # lr_factor, lr_patience, max_lr_reductions.
+
+
+LR_SCHEDULES = ("constant", "plateau", "cosine")
 
 
 class EpochSchedule(Protocol):
@@ -91,6 +106,8 @@ class TrainingHistory:
     epochs_since_best: int = 0
     seconds: float = 0.0
     stopped_early: bool = False
+    lr: list[float] = field(default_factory=list)
+    lr_reductions: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -144,7 +161,9 @@ class _Checkpoint:
         self.pt = None if stem is None else stem.with_suffix(".pt")
         self.json = None if stem is None else stem.with_suffix(".json")
 
-    def load(self, model: Any, optimiser: Any) -> tuple[TrainingHistory, Any] | None:
+    def load(
+        self, model: Any, optimiser: Any, scheduler: Any
+    ) -> tuple[TrainingHistory, Any] | None:
         if self.pt is None or self.json is None:
             return None
         if not (self.pt.is_file() and self.json.is_file()):
@@ -152,17 +171,27 @@ class _Checkpoint:
         device = next(model.parameters()).device
         # A checkpoint only caches unfinished work: a damaged one is dropped and
         # training restarts from the untouched initial state.
-        initial = copy.deepcopy((model.state_dict(), optimiser.state_dict()))
+        initial = copy.deepcopy(
+            (
+                model.state_dict(),
+                optimiser.state_dict(),
+                None if scheduler is None else scheduler.state_dict(),
+            )
+        )
         try:
             state = load_state_dict(self.pt, map_location=device, what="checkpoint")
             history = TrainingHistory.from_dict(json.loads(self.json.read_text()))
             model.load_state_dict(state["model"])
             optimiser.load_state_dict(state["optimiser"])
+            if scheduler is not None and state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
             return history, state["best"]
         # RuntimeError: torch refusing another architecture's state.
         except (SbiExsituError, OSError, ValueError, KeyError, RuntimeError) as err:
             model.load_state_dict(initial[0])
             optimiser.load_state_dict(initial[1])
+            if scheduler is not None:
+                scheduler.load_state_dict(initial[2])
             problem = f"{type(err).__name__}: {str(err)[:200]}"
         warnings.warn(
             f"{self.pt}: damaged checkpoint ({problem}); it is discarded and "
@@ -172,12 +201,15 @@ class _Checkpoint:
         self.remove()
         return None
 
-    def save(self, model: Any, optimiser: Any, best: Any, history: Any) -> None:
+    def save(
+        self, model: Any, optimiser: Any, scheduler: Any, best: Any, history: Any
+    ) -> None:
         if self.pt is None or self.json is None:
             return
         payload = {
             "model": model.state_dict(),
             "optimiser": optimiser.state_dict(),
+            "scheduler": None if scheduler is None else scheduler.state_dict(),
             "best": best,
         }
         save_state_dict(self.pt, payload)
@@ -187,6 +219,58 @@ class _Checkpoint:
         for path in (self.pt, self.json):
             if path is not None:
                 path.unlink(missing_ok=True)
+
+
+def _scheduler(optimiser: torch.optim.Optimizer, settings: Any) -> Any:
+    """The LR scheduler of ``settings.lr_schedule`` (None: constant rate)."""
+    kind = getattr(settings, "lr_schedule", "constant")
+    if kind not in LR_SCHEDULES:
+        raise ValueError(
+            f"lr_schedule is {kind!r}, expected one of {', '.join(LR_SCHEDULES)}"
+        )
+    if kind == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimiser,
+            mode="min",
+            factor=settings.lr_factor,
+            patience=settings.lr_patience,
+        )
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimiser, T_max=settings.max_epochs
+        )
+    return None
+
+
+def _step_scheduler(
+    scheduler: Any, optimiser: torch.optim.Optimizer, val: float, history: Any
+) -> None:
+    """Advance the schedule after an epoch; count plateau reductions."""
+    if scheduler is None:
+        return
+    before = optimiser.param_groups[0]["lr"]
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val)
+    else:
+        scheduler.step()
+    if optimiser.param_groups[0]["lr"] < before and isinstance(
+        scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
+    ):
+        history.lr_reductions += 1
+
+
+def _should_stop(history: TrainingHistory, settings: Any, epoch: int) -> bool:
+    if epoch < settings.min_epochs:
+        return False
+    if history.epochs_since_best >= settings.patience:
+        return True
+    # Plateau rule: one more plateau after the last allowed reduction.
+    limit = getattr(settings, "max_lr_reductions", None)
+    return (
+        getattr(settings, "lr_schedule", "constant") == "plateau"
+        and limit is not None
+        and history.lr_reductions > limit
+    )
 
 
 def _epoch(
@@ -239,7 +323,9 @@ def train_loop(
             seeded by the epoch, so that a resumed run repeats them).
         validation: the validation batches, or a callable returning them.
         settings: ``learning_rate``, ``weight_decay``, ``max_epochs``,
-            ``patience``, ``min_epochs``, ``clip_grad_norm`` (0/None: no clipping).
+            ``patience``, ``min_epochs``, ``clip_grad_norm`` (0/None: no
+            clipping); optionally ``lr_schedule``, ``lr_factor``,
+            ``lr_patience``, ``max_lr_reductions`` (see the module docstring).
         checkpoint: file stem of the per-epoch checkpoint (``.pt`` + ``.json``);
             an existing one is resumed. The caller deletes it
             (:func:`discard_checkpoint`) once the final weights are saved.
@@ -260,8 +346,9 @@ def train_loop(
         lr=settings.learning_rate,
         weight_decay=settings.weight_decay,
     )
+    scheduler = _scheduler(optimiser, settings)
     ckpt = _Checkpoint(checkpoint)
-    resumed = ckpt.load(model, optimiser)
+    resumed = ckpt.load(model, optimiser, scheduler)
     history, best_state = resumed or (
         TrainingHistory(),
         copy.deepcopy(model.state_dict()),
@@ -270,9 +357,7 @@ def train_loop(
     bar = _progress_bar(progress, settings.max_epochs, start, name)
     t0 = time.perf_counter() - history.seconds
     for epoch in range(start, settings.max_epochs):
-        if history.epochs_since_best >= settings.patience and (
-            epoch >= settings.min_epochs
-        ):
+        if _should_stop(history, settings, epoch):
             history.stopped_early = True
             break
         torch.manual_seed(derive_seed(seed, "epoch", epoch))
@@ -295,14 +380,16 @@ def train_loop(
         _check_finite(val, name, epoch, "validation")
         history.train_loss.append(loss)
         history.val_loss.append(val)
+        history.lr.append(optimiser.param_groups[0]["lr"])
         if val < history.best_val:
             history.best_val, history.best_epoch = val, epoch
             history.epochs_since_best = 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             history.epochs_since_best += 1
+        _step_scheduler(scheduler, optimiser, val, history)
         history.seconds = time.perf_counter() - t0
-        ckpt.save(model, optimiser, best_state, history)
+        ckpt.save(model, optimiser, scheduler, best_state, history)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(
