@@ -81,3 +81,23 @@ def test_packaged_quickstart_paths_stay_relative_to_the_cwd(tmp_path, monkeypatc
     cfg = ExperimentConfig.from_toml(resolve_config("quickstart"))
     assert cfg.train_path.resolve().parent == tmp_path / "data"
     assert cfg.run_dir.resolve().parent == tmp_path / "runs"
+
+
+def test_the_cli_needs_no_undeclared_package() -> None:
+    # typer vendors click; `import click` works only where some other package
+    # (mkdocs, in the dev extra) happens to install it, so an installed
+    # sbi-exsitu without the dev tools failed at `sbi-exsitu --help`.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['click'] = None\n"
+        "from sbi_exsitu.cli import app\n"
+        "from typer.testing import CliRunner\n"
+        "res = CliRunner().invoke(app, ['--help'])\n"
+        "assert res.exit_code == 0, res.output\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]

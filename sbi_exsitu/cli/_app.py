@@ -17,7 +17,6 @@ import logging
 import os
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -58,7 +57,7 @@ def _setup_runtime() -> None:
 class _Group(TyperGroup):
     """The root command: runtime setup, then the one error-to-message boundary."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         _setup_runtime()
         try:
             return super().invoke(ctx)
