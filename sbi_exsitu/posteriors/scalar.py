@@ -1,6 +1,6 @@
 """The scalar ex-situ posterior: an equal-weight ensemble of sbi posteriors.
 
-:class:`ExSituPosterior` wraps K ``sbi`` ``DirectPosterior`` members (one zuko
+:class:`ExSituPosterior` wraps K trained ``sbi`` density estimators (one zuko
 flow + embedding net each) and adds what an astronomer needs on top: sampling
 batched over many observations, ``log_prob`` of the ensemble mixture, summaries
 with highest-density intervals (arviz), render-config checks, and safe saving
@@ -43,7 +43,7 @@ from sbi_exsitu.errors import (
     SamplingError,  # noqa: F401  (re-exported)
 )
 from sbi_exsitu.posteriors.base import Posterior
-from sbi_exsitu.posteriors.estimator import EstimatorSpec, build_estimator, build_prior
+from sbi_exsitu.posteriors.estimator import EstimatorSpec, build_estimator
 from sbi_exsitu.posteriors.summary import PosteriorSummary, highest_density_intervals
 from sbi_exsitu.runs import RunDirectory
 
@@ -79,18 +79,12 @@ class ExSituPosterior(Posterior):
         run_dir: Path | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        from sbi.inference import DirectPosterior
-
         self.device = resolve_device(device)
         self.spec = spec
         self.render_config = render_config
         self.run_dir = run_dir
         self.metadata = dict(metadata or {})
         self.estimators = [e.to(self.device).eval() for e in estimators]
-        prior = build_prior(spec)
-        self._posteriors = [
-            DirectPosterior(e, prior, device=str(self.device)) for e in self.estimators
-        ]
 
     # -- the PosteriorLike protocol used by calibration --------------------------
     @property

@@ -79,11 +79,16 @@ def test_direct_draws_have_the_law_of_rejection_sampling(scalar_post, maps) -> N
     """The flow ends in a sigmoid onto the prior box: rejection never rejected."""
     x = torch.from_numpy(maps[:2])
     new = scalar_post.sample(maps[:2], 4000, seed=1)
+    from sbi.inference import DirectPosterior
+
+    from sbi_exsitu.posteriors.estimator import build_prior
+
+    rejection = DirectPosterior(
+        scalar_post.estimators[0], build_prior(scalar_post.spec)
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(2)
-        old = scalar_post._posteriors[0].sample_batched(
-            (4000,), x=x, show_progress_bars=False
-        )
+        old = rejection.sample_batched((4000,), x=x, show_progress_bars=False)
     old = old.transpose(0, 1).numpy()
     assert new.shape == old.shape == (2, 4000, 1)
     for i in range(2):
