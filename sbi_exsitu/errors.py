@@ -140,7 +140,8 @@ class OutputBusyError(OutputPathError):
 
 
 class ObservationError(SbiExsituError, ValueError):
-    """Observation maps that cannot be sampled from: empty, integer, NaN or inf."""
+    """Observation maps that cannot be used: empty, integer, NaN or inf, or IFU
+    maps (:class:`~sbi_exsitu.data.observe.SpaxelMaps`) that are inconsistent."""
 
 
 class SamplingLimitError(SbiExsituError, ValueError):
