@@ -82,3 +82,19 @@ def test_one_view_per_group_and_median_pvalue():
     assert M.median_pvalue(np.array([0.001, 0.002, 0.5])) == pytest.approx(0.004)
     with pytest.raises(ValueError, match="one galaxy id per observation"):
         M.pit_bias_zscores(np.zeros((4, 1)), np.arange(3))
+
+
+def test_figures_are_drawn_on_one_view_per_galaxy():
+    rng = np.random.default_rng(5)
+    g, v = 150, 6
+    u = np.repeat(rng.random(g), v)  # identical views: the bands must count 150
+    ranks = np.round(u * 100).astype(int)[:, None]
+    groups = np.repeat(rng.permutation(1000)[:g], v)
+    j = judge(ranks, 100, u, np.linspace(0, 1, 101), groups, n_picks=9, seed=2)
+    assert j.plot_views.shape == (g,)
+    assert np.unique(groups[j.plot_views]).size == g  # every galaxy once
+    # The representative pick has the median KS p-value of the picks.
+    p = M.sbc_pvalues(ranks[j.plot_views], 100)
+    assert p[0] == pytest.approx(j.sbc_pick_median[0])
+    independent = judge(ranks[:g], 100, u[:g], np.linspace(0, 1, 101))
+    assert np.array_equal(independent.plot_views, np.arange(g))

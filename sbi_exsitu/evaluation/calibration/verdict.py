@@ -141,6 +141,10 @@ class Judgement:
         pit_bias_z: ``(D,)`` cluster-robust mean-PIT z-scores.
         n_boot: bootstrap replicates (0 for independent views).
         n_picks: one-view-per-galaxy picks (1 for independent views).
+        plot_views: ``(n_galaxies,)`` observation indices, one view per galaxy:
+            the pick whose KS p-value (first parameter) is the median one, so
+            that the SBC and PIT figures, drawn on it, show the data the
+            verdict tested with bands for the right ``n``.
     """
 
     verdict: str
@@ -154,6 +158,7 @@ class Judgement:
     pit_bias_z: np.ndarray
     n_boot: int
     n_picks: int
+    plot_views: np.ndarray
 
     def describe(self, param_names: Sequence[str]) -> dict[str, Any]:
         """Which ``n`` and method each statistic uses, for the JSON report."""
@@ -230,6 +235,7 @@ def judge(
         band = np.stack([levels - half, levels + half])
         picks_p = M.sbc_pvalues(ranks, num_samples)[None]
         sbc = picks_p[0]
+        plot_views = np.arange(n_views)
     else:
         boot = M.bootstrap_coverage(
             credibility, codes, levels, n_boot=n_boot, seed=int(boot_seed)
@@ -240,6 +246,9 @@ def judge(
         picks = M.one_view_per_group(codes, n_picks, seed=int(pick_seed))
         picks_p = np.stack([M.sbc_pvalues(ranks[p], num_samples) for p in picks])
         sbc = M.median_pvalue(picks_p, axis=0)
+        # The representative pick: its p-value is the median one (parameter 0).
+        order = np.argsort(picks_p[:, 0], kind="stable")
+        plot_views = picks[order[len(order) // 2]]
     bias = M.pit_bias_zscores(pit, codes)
     return Judgement(
         verdict=verdict(area, err, sbc_pvalues=sbc, pit_bias=bias, tolerance=tol),
@@ -253,4 +262,5 @@ def judge(
         pit_bias_z=bias,
         n_boot=n_boot,
         n_picks=n_picks,
+        plot_views=plot_views,
     )
