@@ -53,8 +53,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from sbi_exsitu.data.cameras import camera_basis, polyhedron_vertices
+from sbi_exsitu.data.cameras import polyhedron_vertices
 from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.data.projection import pixel_index
 from sbi_exsitu.errors import RenderError
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "RenderedViews",
     "PixelStatistics",
     "pixel_statistics",
+    "check_observed",
     "pixel_mask",
     "preprocess",
     "render_views",
@@ -281,21 +283,10 @@ def pixel_statistics(
     Returns:
         The raw :class:`PixelStatistics` of the view.
     """
-    e1, e2, los = camera_basis(direction)
     n = config.resolution
     size = n * n
     half = 0.5 * config.fov_re * particles.half_mass_radius
-    scale = n / (2 * half)
-    fx = np.floor((particles.pos @ e1 + half) * scale)
-    fy = np.floor((particles.pos @ e2 + half) * scale)
-    # Test on floats before the int cast, so far outliers cannot overflow.
-    inside = (fx >= 0) & (fx < n) & (fy >= 0) & (fy < n)
-    # Particles outside the field of view go to an extra dump bin (index
-    # ``size``) that is dropped at the end: no boolean-indexed copies of every
-    # per-particle array, and the in-view sums keep their order (same result).
-    idx = np.where(inside, fy.astype(np.intp) * n + fx.astype(np.intp), size)
-    # Positive line-of-sight velocity = receding from the camera.
-    v = -(particles.vel @ los)
+    idx, v = pixel_index(particles, direction, n, half)
     mass = particles.mass
     nbin = size + 1
 
@@ -338,11 +329,35 @@ def pixel_statistics(
     )
 
 
-def pixel_mask(stats: PixelStatistics, config: RenderConfig) -> np.ndarray:
-    """Boolean (H, W) mask of the pixels kept: count cut, top fraction, aperture."""
-    count = stats.count
-    keep = count >= max(1, config.min_count)
+def check_observed(config: RenderConfig) -> None:
+    """Refuse settings observed maps cannot honour (RenderError, saying why)."""
     if config.keep_top_fraction is not None:
+        raise RenderError(
+            "render config: 'keep_top_fraction' ranks pixels by particle count, "
+            "which observed (IFU) maps do not have; set it to false"
+        )
+    if config.weighting != "mass":
+        raise RenderError(
+            'render config: weighting = "none" averages particles unweighted, '
+            'an IFU measures weighted means; use weighting = "mass"'
+        )
+
+
+def pixel_mask(
+    stats: PixelStatistics, config: RenderConfig, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Boolean (H, W) mask of the pixels kept: count cut, top fraction, aperture.
+
+    ``valid`` (observed maps: the pixels covered, from ``to_posterior_grid``)
+    replaces the particle-count cut; :func:`check_observed` must accept ``config``.
+    """
+    if valid is not None:
+        check_observed(config)
+        keep = np.asarray(valid, dtype=bool).copy()
+    else:
+        keep = stats.count >= max(1, config.min_count)
+    count = stats.count
+    if valid is None and config.keep_top_fraction is not None:
         # The paper's rule: rank all pixels of the image, background included.
         frac = config.keep_top_fraction
         threshold = np.quantile(count, 1.0 - frac)
@@ -361,21 +376,29 @@ def pixel_mask(stats: PixelStatistics, config: RenderConfig) -> np.ndarray:
 
 
 def preprocess(
-    stats: PixelStatistics, config: RenderConfig
+    stats: PixelStatistics, config: RenderConfig, valid: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Turn raw statistics into the configured (C, H, W) maps and the (H, W) mask.
+
+    ``valid``: for observed maps, the pixels the observation covers (it
+    replaces the particle-count cut, see :func:`pixel_mask`).
 
     Raises:
         RenderError: fewer than ``config.min_pixels`` pixels survive the mask.
     """
-    mask = pixel_mask(stats, config)
+    mask = pixel_mask(stats, config, valid)
     n_kept = int(mask.sum())
     if n_kept < config.min_pixels:
+        what, fix = (
+            (f"hold >= {config.min_count} particles", "too few particles")
+            if valid is None
+            else ("are valid observed pixels", "too little observed area")
+        )
         raise RenderError(
-            f"only {n_kept} pixels hold >= {config.min_count} particles inside the "
-            f"mask at resolution {config.resolution}, expected >= {config.min_pixels}: "
-            "too few particles for this resolution (lower 'resolution' or "
-            "'min_count')"
+            f"only {n_kept} pixels {what} inside the mask at resolution "
+            f"{config.resolution}, expected >= {config.min_pixels}: {fix} for "
+            "this resolution (lower 'resolution' or 'min_count', or the "
+            "observation's S/N threshold)"
         )
     out = np.zeros((config.n_channels, *mask.shape), dtype=np.float32)
     smooth_norm = None
