@@ -153,3 +153,24 @@ def test_paper_preset_is_refused_for_observed_maps():
         render_observed_views(
             _galaxy(), RenderConfig.preset("paper", resolution=16), IDEAL, 4, seed=0
         )
+
+
+def test_exsitu_target_is_defined_on_valid_pixels_without_particles():
+    # 3,000 particles at 32 px leave empty pixels that the PSF fills with
+    # light; an all-ex-situ galaxy must have fraction 1 on every valid pixel.
+    g = _galaxy(n=3000)
+    g = Particles(
+        pos=g.pos,
+        vel=g.vel,
+        mass=g.mass,
+        age=g.age,
+        metallicity=g.metallicity,
+        ex_situ=np.ones(len(g), bool),
+    )
+    render = RenderConfig(resolution=32, fov_re=3.0)
+    v = render_observed_views(g, render, ObserveConfig(), 4, seed=0)
+    from sbi_exsitu.data.render import pixel_statistics
+
+    empty = v.mask[0] & (pixel_statistics(g, v.directions[0], render).count == 0)
+    assert empty.any()  # the case this test is about occurs
+    np.testing.assert_array_equal(v.exsitu[v.mask], 1.0)

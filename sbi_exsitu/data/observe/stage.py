@@ -336,6 +336,34 @@ def render_observed_views(
         if particles.ex_situ is None:
             exsitu[k] = np.nan
         else:
-            truth = pixel_statistics(particles, d, render).exsitu_fraction
-            exsitu[k] = np.where(mask[k], np.nan_to_num(truth), 0.0)
+            exsitu[k] = _intrinsic_exsitu(particles, d, render, mask[k])
     return RenderedViews(maps=maps, exsitu=exsitu, mask=mask, directions=directions)
+
+
+def _intrinsic_exsitu(
+    particles: Particles, direction: np.ndarray, render: RenderConfig, mask: np.ndarray
+) -> np.ndarray:
+    """The particles' ex-situ mass fraction on the posterior grid, 0 off ``mask``.
+
+    The PSF spreads light into pixels that hold no particle (14% of the valid
+    pixels of configs/manga-like.toml at 12,000 particles); their fraction is
+    the ratio of Gaussian-smoothed ex-situ and total mass around them (1 px,
+    widened to 3 px if that is still empty), so the target stays intrinsic (no
+    PSF) where particles are and is defined on every valid pixel.
+    """
+    stats = pixel_statistics(particles, direction, render)
+    frac = stats.exsitu_fraction
+    empty = mask & ~np.isfinite(frac)
+    if empty.any():
+        ex_mass = np.nan_to_num(frac) * stats.mass
+        for width in (1.0, 3.0):
+            num = ndimage.gaussian_filter(ex_mass, width, mode="constant")
+            den = ndimage.gaussian_filter(stats.mass, width, mode="constant")
+            with np.errstate(invalid="ignore", divide="ignore"):
+                fill = np.where(den > 0, num / den, np.nan)
+            frac = np.where(empty, fill, frac)
+            empty = mask & ~np.isfinite(frac)
+            if not empty.any():
+                break
+        frac = np.where(empty, particles.f_ex, frac)
+    return np.where(mask, frac, 0.0).astype(np.float32)
