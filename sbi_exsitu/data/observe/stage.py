@@ -113,7 +113,9 @@ def _psf(moments: np.ndarray, config: ObserveConfig) -> np.ndarray:
     return ndimage.gaussian_filter(moments, (0, s, s), mode="constant", truncate=4)
 
 
-def _snr(mass: np.ndarray, r_spax: np.ndarray, r_e_spax: float, config) -> np.ndarray:
+def _snr(
+    mass: np.ndarray, r_spax: np.ndarray, r_e_spax: float, config: ObserveConfig
+) -> np.ndarray:
     """S/N per spaxel = snr_at_re * (Sigma / Sigma(r_e)) ** snr_slope."""
     ring = np.abs(r_spax - r_e_spax) <= max(0.1 * r_e_spax, 0.75)
     sigma_re = mass[ring].mean() if ring.any() else mass.max()
