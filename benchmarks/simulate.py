@@ -5,9 +5,16 @@ one JSON object as its last line, with ``views_per_s``, ``galaxies_per_s``,
 ``workers``, ``resolution``, ``particles_cap`` and the extrapolated
 ``minutes_for_24000_views_128px`` (the paper's dataset size; goal <= 10 minutes).
 
+With ``--observe`` every view goes through the MaNGA-like observation stage
+(PSF, footprint, correlated noise, S/N binning; default ObserveConfig with the
+redshift drawn in 0.01-0.15), and the JSON adds ``observed_views_per_s``
+(goal >= 20 on 2 cores) next to the idealised ``views_per_s`` of the same
+galaxies measured in the same run.
+
 Usage::
 
     python benchmarks/simulate.py --workers 2 --galaxies 120 --resolution 128
+    python benchmarks/simulate.py --workers 2 --galaxies 20 --resolution 32 --observe
 """
 
 from __future__ import annotations
@@ -32,32 +39,35 @@ def main() -> None:
     parser.add_argument("--max-particles", type=int, default=30_000)
     parser.add_argument("--min-particles", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--observe", action="store_true")
     args = parser.parse_args()
 
-    cfg = SimulationConfig.from_dict(
-        {
-            "simulate": {
-                "model": args.model,
-                "n_galaxies": args.galaxies,
-                "seed": args.seed,
-                "views": "balanced",
-            },
-            "model": {
-                "max_particles": args.max_particles,
-                "min_particles": args.min_particles,
-            },
-            "render": {"resolution": args.resolution},
-        }
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "bench.h5"
-        start = time.perf_counter()
-        simulate(cfg, out, workers=args.workers, progress=False)
-        seconds = time.perf_counter() - start
-        with MapDataset(out) as ds:
-            n_views = len(ds)
-        size_mb = out.stat().st_size / 1e6
+    doc = {
+        "simulate": {
+            "model": args.model,
+            "n_galaxies": args.galaxies,
+            "seed": args.seed,
+            "views": "balanced",
+        },
+        "model": {
+            "max_particles": args.max_particles,
+            "min_particles": args.min_particles,
+        },
+        "render": {"resolution": args.resolution},
+    }
+    cfg = SimulationConfig.from_dict(doc)
+    seconds, n_views, size_mb = _run(cfg, args.workers)
     views_per_s = n_views / seconds
+    observed = {}
+    if args.observe:
+        obs_cfg = SimulationConfig.from_dict(
+            {**doc, "observe": {"redshift": [0.01, 0.15]}}
+        )
+        obs_seconds, obs_views, _ = _run(obs_cfg, args.workers)
+        observed = {
+            "observed_seconds": round(obs_seconds, 3),
+            "observed_views_per_s": round(obs_views / obs_seconds, 2),
+        }
     print(
         json.dumps(
             {
@@ -80,9 +90,23 @@ def main() -> None:
                     if args.resolution == 128
                     else None
                 ),
+                **observed,
             }
         )
     )
+
+
+def _run(cfg: SimulationConfig, workers: int) -> tuple[float, int, float]:
+    """(seconds, views, file MB) of one simulate run into a temporary file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.h5"
+        start = time.perf_counter()
+        simulate(cfg, out, workers=workers, progress=False)
+        seconds = time.perf_counter() - start
+        with MapDataset(out) as ds:
+            n_views = len(ds)
+        size_mb = out.stat().st_size / 1e6
+    return seconds, n_views, size_mb
 
 
 if __name__ == "__main__":

@@ -205,6 +205,7 @@ class ExperimentConfig:
     simulate: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     render: dict[str, Any] = field(default_factory=dict)
+    observe: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     source: str = "<dict>"
 
@@ -216,6 +217,7 @@ class ExperimentConfig:
         "simulate",
         "model",
         "render",
+        "observe",
         "crosstest",
         "map",
     )
@@ -240,7 +242,7 @@ class ExperimentConfig:
                 doc.get(name), section_cls, f"{source} [{name}]"
             )
         extra = {k: doc[k] for k in ("crosstest", "map") if k in doc}
-        for name in ("simulate", "model", "render"):
+        for name in ("simulate", "model", "render", "observe"):
             if not isinstance(doc.get(name, {}), Mapping):
                 raise ConfigError(f"{source}: [{name}] must be a table")
         cfg = cls(
@@ -248,11 +250,12 @@ class ExperimentConfig:
             simulate=dict(doc.get("simulate", {})),
             model=dict(doc.get("model", {})),
             render=dict(doc.get("render", {})),
+            observe=dict(doc.get("observe", {})),
             extra=extra,
             source=source,
         )
-        if cfg.simulate or cfg.model or cfg.render:
-            cfg.simulation_config()  # validate the three tables now, not mid-run
+        if cfg.simulate or cfg.model or cfg.render or cfg.observe:
+            cfg.simulation_config()  # validate the tables now, not mid-run
         return cfg
 
     @classmethod
@@ -295,6 +298,8 @@ class ExperimentConfig:
             "model": dict(self.model),
             "render": dict(self.render) | dict(render or {}),
         }
+        if self.observe:
+            doc["observe"] = dict(self.observe)
         return SimulationConfig.from_dict(doc, where=where or self.source)
 
     def to_dict(self) -> dict[str, Any]:
@@ -302,7 +307,7 @@ class ExperimentConfig:
         out: dict[str, Any] = {}
         for name in ("run", "data", "posterior", "training"):
             out[name] = dataclasses.asdict(getattr(self, name))
-        for name in ("simulate", "model", "render"):
+        for name in ("simulate", "model", "render", "observe"):
             if getattr(self, name):
                 out[name] = getattr(self, name)
         out.update(self.extra)

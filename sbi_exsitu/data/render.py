@@ -45,16 +45,15 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from sbi_exsitu.data.cameras import camera_basis, polyhedron_vertices
+from sbi_exsitu.data.cameras import polyhedron_vertices
 from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.data.projection import pixel_index
+from sbi_exsitu.data.render_config import CHANNELS, RenderConfig
 from sbi_exsitu.errors import RenderError
 
 __all__ = [
@@ -64,191 +63,11 @@ __all__ = [
     "RenderedViews",
     "PixelStatistics",
     "pixel_statistics",
+    "check_observed",
     "pixel_mask",
     "preprocess",
     "render_views",
 ]
-
-CHANNELS: tuple[str, ...] = ("mass", "velocity", "dispersion", "age", "metallicity")
-_WEIGHTINGS = ("mass", "none")
-
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """Everything that decides how particles become maps; stored with every map.
-
-    Optional steps are switched off with ``None`` (``false`` in TOML files).
-
-    Attributes:
-        resolution: pixels per side (H = W).
-        fov_re: field of view, full width, in stellar half-mass radii.
-        channels: which maps to produce, a subset of :data:`CHANNELS`, in order.
-        weighting: ``"mass"`` for mass-weighted means and dispersions, ``"none"``
-            for plain particle averages (the paper's choice).
-        min_count: pixels with fewer particles are masked.
-        keep_top_fraction: if set, keep at most this fraction of all pixels,
-            the most populated ones (the paper: 0.25); pixels tied at the
-            threshold are kept or dropped together.
-        log_mass: log10 of the mass map.
-        log_metallicity: log10(Z / z_solar) for the metallicity map.
-        z_solar: solar metal mass fraction (the paper: 0.0127).
-        clip_velocity: clip |v| to this value (km/s).
-        clip_dispersion: clip sigma to at most this value (km/s).
-        clip_log_metallicity: (low, high) clip of log10(Z / z_solar).
-        smooth_sigma: Gaussian filter width in pixels (0 = off).
-        standardize: standardise each map to zero mean and unit variance over
-            the unmasked pixels.
-        aperture_re: diameter of a circular aperture in half-mass radii.
-        min_pixels: fewer unmasked pixels than this is an error (too few
-            particles for the resolution).
-    """
-
-    resolution: int = 128
-    fov_re: float = 4.0
-    channels: tuple[str, ...] = CHANNELS
-    weighting: str = "mass"
-    min_count: int = 3
-    keep_top_fraction: float | None = None
-    log_mass: bool = True
-    log_metallicity: bool = True
-    z_solar: float = 0.0127
-    clip_velocity: float | None = 250.0
-    clip_dispersion: float | None = 350.0
-    clip_log_metallicity: tuple[float, float] | None = (-1.0, 1.0)
-    smooth_sigma: float = 0.6
-    standardize: bool = True
-    aperture_re: float | None = None
-    min_pixels: int = 16
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        for key in (
-            "keep_top_fraction",
-            "clip_velocity",
-            "clip_dispersion",
-            "clip_log_metallicity",
-            "aperture_re",
-        ):
-            if getattr(self, key) is False:
-                set_(self, key, None)
-        set_(self, "channels", tuple(self.channels))
-        if self.clip_log_metallicity is not None:
-            set_(
-                self,
-                "clip_log_metallicity",
-                tuple(float(c) for c in self.clip_log_metallicity),
-            )
-        if not isinstance(self.resolution, int) or self.resolution < 8:
-            raise RenderError(
-                f"render config: 'resolution' is {self.resolution!r}, "
-                "expected an integer >= 8"
-            )
-        if not self.fov_re > 0:
-            raise RenderError(f"render config: 'fov_re' is {self.fov_re}, expected > 0")
-        unknown = [c for c in self.channels if c not in CHANNELS]
-        if (
-            unknown
-            or not self.channels
-            or len(set(self.channels)) != len(self.channels)
-        ):
-            raise RenderError(
-                f"render config: 'channels' is {list(self.channels)}, expected a "
-                f"non-empty list without repeats drawn from {list(CHANNELS)}"
-            )
-        if self.weighting not in _WEIGHTINGS:
-            raise RenderError(
-                f"render config: 'weighting' is {self.weighting!r}, expected one "
-                f"of {list(_WEIGHTINGS)}"
-            )
-        if self.min_count < 0:
-            raise RenderError("render config: 'min_count' must be >= 0")
-        if self.keep_top_fraction is not None and not 0 < self.keep_top_fraction <= 1:
-            raise RenderError(
-                f"render config: 'keep_top_fraction' is {self.keep_top_fraction}, "
-                "expected a fraction in (0, 1]"
-            )
-        if self.smooth_sigma < 0:
-            raise RenderError("render config: 'smooth_sigma' must be >= 0")
-        if self.aperture_re is not None:
-            if not 0 < self.aperture_re <= self.fov_re:
-                raise RenderError(
-                    f"render config: 'aperture_re' is {self.aperture_re}, expected a "
-                    f"diameter in (0, fov_re={self.fov_re}] half-mass radii: the "
-                    "aperture cannot be larger than the field of view"
-                )
-        clip = self.clip_log_metallicity
-        if clip is not None and (len(clip) != 2 or clip[0] >= clip[1]):
-            raise RenderError(
-                f"render config: 'clip_log_metallicity' is {clip}, expected [low, high]"
-            )
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> RenderConfig:
-        """A named configuration: ``"default"`` or ``"paper"`` (Angeloudi+2023).
-
-        Args:
-            name: the preset.
-            **overrides: fields to change, e.g. ``resolution=64``.
-        """
-        presets = {
-            "default": {},
-            "paper": {"weighting": "none", "min_count": 1, "keep_top_fraction": 0.25},
-        }
-        if name not in presets:
-            raise RenderError(
-                f"unknown render preset {name!r}; known: {sorted(presets)}"
-            )
-        return cls(**{**presets[name], **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible dict (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
-    def to_json(self) -> str:
-        """Canonical JSON (sorted keys): equal configs give equal strings."""
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(
-        cls, data: dict[str, Any], where: str = "render config"
-    ) -> RenderConfig:
-        """Build from a dict (a TOML table or :meth:`to_dict` output).
-
-        A ``preset`` key selects :meth:`preset` and the other keys override it.
-
-        Raises:
-            RenderError: unknown key (with the closest known one), a value of
-                the wrong type, or a bad value.
-        """
-        from sbi_exsitu.schema import ConfigError, check_keys, check_types
-
-        data = dict(data)
-        preset = data.pop("preset", "default")
-        names = [f.name for f in dataclasses.fields(cls)]
-        try:
-            check_keys(data, names, where)
-            data = check_types(data, cls, where)
-        except ConfigError as err:
-            raise RenderError(str(err)) from None
-        return cls.preset(preset, **data)
-
-    @classmethod
-    def from_json(cls, text: str) -> RenderConfig:
-        """Inverse of :meth:`to_json`."""
-        return cls.from_dict(json.loads(text))
-
-    def diff(self, other: RenderConfig) -> list[str]:
-        """Human-readable differences, e.g. ``["resolution: 64 != 128"]``."""
-        a, b = self.to_dict(), other.to_dict()
-        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]
-
-    @property
-    def n_channels(self) -> int:
-        return len(self.channels)
 
 
 @dataclass(frozen=True)
@@ -281,21 +100,10 @@ def pixel_statistics(
     Returns:
         The raw :class:`PixelStatistics` of the view.
     """
-    e1, e2, los = camera_basis(direction)
     n = config.resolution
     size = n * n
     half = 0.5 * config.fov_re * particles.half_mass_radius
-    scale = n / (2 * half)
-    fx = np.floor((particles.pos @ e1 + half) * scale)
-    fy = np.floor((particles.pos @ e2 + half) * scale)
-    # Test on floats before the int cast, so far outliers cannot overflow.
-    inside = (fx >= 0) & (fx < n) & (fy >= 0) & (fy < n)
-    # Particles outside the field of view go to an extra dump bin (index
-    # ``size``) that is dropped at the end: no boolean-indexed copies of every
-    # per-particle array, and the in-view sums keep their order (same result).
-    idx = np.where(inside, fy.astype(np.intp) * n + fx.astype(np.intp), size)
-    # Positive line-of-sight velocity = receding from the camera.
-    v = -(particles.vel @ los)
+    idx, v = pixel_index(particles, direction, n, half)
     mass = particles.mass
     nbin = size + 1
 
@@ -338,11 +146,35 @@ def pixel_statistics(
     )
 
 
-def pixel_mask(stats: PixelStatistics, config: RenderConfig) -> np.ndarray:
-    """Boolean (H, W) mask of the pixels kept: count cut, top fraction, aperture."""
-    count = stats.count
-    keep = count >= max(1, config.min_count)
+def check_observed(config: RenderConfig) -> None:
+    """Refuse settings observed maps cannot honour (RenderError, saying why)."""
     if config.keep_top_fraction is not None:
+        raise RenderError(
+            "render config: 'keep_top_fraction' ranks pixels by particle count, "
+            "which observed (IFU) maps do not have; set it to false"
+        )
+    if config.weighting != "mass":
+        raise RenderError(
+            'render config: weighting = "none" averages particles unweighted, '
+            'an IFU measures weighted means; use weighting = "mass"'
+        )
+
+
+def pixel_mask(
+    stats: PixelStatistics, config: RenderConfig, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Boolean (H, W) mask of the pixels kept: count cut, top fraction, aperture.
+
+    ``valid`` (observed maps: the pixels covered, from ``to_posterior_grid``)
+    replaces the particle-count cut; :func:`check_observed` must accept ``config``.
+    """
+    if valid is not None:
+        check_observed(config)
+        keep = np.asarray(valid, dtype=bool).copy()
+    else:
+        keep = stats.count >= max(1, config.min_count)
+    count = stats.count
+    if valid is None and config.keep_top_fraction is not None:
         # The paper's rule: rank all pixels of the image, background included.
         frac = config.keep_top_fraction
         threshold = np.quantile(count, 1.0 - frac)
@@ -361,21 +193,29 @@ def pixel_mask(stats: PixelStatistics, config: RenderConfig) -> np.ndarray:
 
 
 def preprocess(
-    stats: PixelStatistics, config: RenderConfig
+    stats: PixelStatistics, config: RenderConfig, valid: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Turn raw statistics into the configured (C, H, W) maps and the (H, W) mask.
+
+    ``valid``: for observed maps, the pixels the observation covers (it
+    replaces the particle-count cut, see :func:`pixel_mask`).
 
     Raises:
         RenderError: fewer than ``config.min_pixels`` pixels survive the mask.
     """
-    mask = pixel_mask(stats, config)
+    mask = pixel_mask(stats, config, valid)
     n_kept = int(mask.sum())
     if n_kept < config.min_pixels:
+        what, fix = (
+            (f"hold >= {config.min_count} particles", "too few particles")
+            if valid is None
+            else ("are valid observed pixels", "too little observed area")
+        )
         raise RenderError(
-            f"only {n_kept} pixels hold >= {config.min_count} particles inside the "
-            f"mask at resolution {config.resolution}, expected >= {config.min_pixels}: "
-            "too few particles for this resolution (lower 'resolution' or "
-            "'min_count')"
+            f"only {n_kept} pixels {what} inside the mask at resolution "
+            f"{config.resolution}, expected >= {config.min_pixels}: {fix} for "
+            "this resolution (lower 'resolution' or 'min_count', or the "
+            "observation's S/N threshold)"
         )
     out = np.zeros((config.n_channels, *mask.shape), dtype=np.float32)
     smooth_norm = None
@@ -457,6 +297,12 @@ def render_views(
     Raises:
         RenderError: a view keeps fewer than ``config.min_pixels`` pixels.
     """
+    if config.observe is not None:
+        raise RenderError(
+            "render config: 'observe' is set, and observed maps need a seed per "
+            "galaxy and view; use sbi_exsitu.data.observe.stage."
+            "render_observed_views (simulate does), or drop [observe]"
+        )
     if isinstance(directions, (int, np.integer)):
         directions = polyhedron_vertices(int(directions))
     directions = np.atleast_2d(np.asarray(directions, dtype=np.float64))

@@ -29,6 +29,14 @@ Config file (TOML)::
     [render]                  # RenderConfig fields (or preset = "paper")
     resolution = 128
 
+    [observe]                 # optional: observe the mocks as MaNGA would
+    redshift = [0.01, 0.15]   # ObserveConfig fields (sbi_exsitu.data.observe)
+
+With ``[observe]`` every view goes through the mock observation stage
+(:func:`sbi_exsitu.data.observe.stage.render_observed_views`, seeded per
+dataset seed, galaxy and view) and the observation is stored in the dataset's
+render config, so a posterior trained on these maps refuses idealised ones.
+
 Example:
     >>> import tempfile, pathlib
     >>> cfg = SimulationConfig.from_dict({
@@ -78,7 +86,7 @@ __all__ = [
     "simulate",
 ]
 
-_SECTIONS = ("simulate", "model", "render")
+_SECTIONS = ("simulate", "model", "render", "observe")
 
 
 @dataclass(frozen=True)
@@ -155,8 +163,11 @@ class SimulationConfig:
             get_model(sim.model, **params)  # validate names and ranges now
         except ModelError as err:
             raise ConfigError(f"{where} [model]: {err}") from None
+        render_doc = dict(doc.get("render", {}))
+        if doc.get("observe"):
+            render_doc["observe"] = dict(doc["observe"])
         try:
-            render = RenderConfig.from_dict(doc.get("render", {}), f"{where} [render]")
+            render = RenderConfig.from_dict(render_doc, f"{where} [render]")
         except RenderError as err:
             raise ConfigError(str(err)) from None
         try:
@@ -238,7 +249,14 @@ def _simulate_galaxy(
         views_for_fex(particles.f_ex, edges, counts) if views == "balanced" else views
     )
     try:
-        rendered = render_views(particles, render, int(n_views))
+        if render.observe is None:
+            rendered = render_views(particles, render, int(n_views))
+        else:
+            from sbi_exsitu.data.observe.stage import render_observed_views
+
+            rendered = render_observed_views(
+                particles, render, render.observe, int(n_views), seed, index
+            )
     except RenderError as err:
         raise SimulationError(
             f"galaxy {index} (seed {seed}, log M* = {info['log_mstar']:.2f}, "
