@@ -14,7 +14,9 @@ What is read, always by ``EXTNAME`` and by the channel keys ``C1``, ``C2``, ...
   by the PRIMARY header's ``SCINPVEL`` (= c z, km/s), as the DAP gives it; the
   redshift is ``SCINPVEL / c`` (as the DAP's own scripts compute the NSA
   redshift). A ``Z`` or ``NSA_Z`` primary key is used when ``SCINPVEL`` is
-  absent.
+  absent. The input redshift can differ from the true systemic one by tens of
+  km/s; the velocities are kept as the DAP gives them, since a standardised
+  velocity channel (``RenderConfig.standardize``) drops the constant offset.
 * ``STELLAR_SIGMA`` (+ ``_IVAR``, ``_MASK``) and ``STELLAR_SIGMACORR``: the
   dispersion with the instrumental broadening removed is
   sqrt(STELLAR_SIGMA^2 - STELLAR_SIGMACORR^2) with the *first* channel of the
@@ -50,6 +52,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,22 +199,34 @@ def _centre(hdul: Any, path: Path, shape: tuple[int, int]) -> tuple[tuple, str]:
     return (float(x0), float(y0)), "SPX_SKYCOO zero (OBJRA, OBJDEC)"
 
 
-def _check_daptype(path: Path, daptype: str, expected: str | None) -> None:
-    if expected is not None and daptype.upper() != expected.upper():
-        raise ReaderError(
-            f"{path} [PRIMARY]: DAPTYPE is '{daptype}' but the posterior expects "
-            f"'{expected}' maps (binning and templates change the maps). Download "
-            f"manga-PLATE-IFU-MAPS-{expected}.fits.gz instead"
-        )
+def _check_daptype(
+    path: Path, daptype: str, expected: str | Sequence[str] | None
+) -> None:
+    if expected is None:
+        return
+    wanted = [expected] if isinstance(expected, str) else list(expected)
+    found = daptype.upper()
+    if any(found == w.upper() or found.startswith(w.upper() + "-") for w in wanted):
+        return
+    names = " or ".join(f"'{w}'" for w in wanted)
+    raise ReaderError(
+        f"{path} [PRIMARY]: DAPTYPE is '{daptype}' but the posterior expects "
+        f"{names} maps (binning and templates change the maps). Download "
+        f"manga-PLATE-IFU-MAPS-{wanted[0]}{'' if '-' in wanted[0] else '-...'}"
+        ".fits.gz instead"
+    )
 
 
-def read_dap_maps(path: str | Path, *, daptype: str | None = None) -> DapKinematics:
+def read_dap_maps(
+    path: str | Path, *, daptype: str | Sequence[str] | None = None
+) -> DapKinematics:
     """Read the stellar kinematics and geometry of one DAP MAPS file.
 
     Args:
         path: ``manga-PLATE-IFU-MAPS-DAPTYPE.fits.gz``.
         daptype: the DAP type the caller needs (e.g. the one a posterior was
-            trained for); None accepts any.
+            trained for), or several; a type also matches by its binning prefix
+            (``"HYB10"`` accepts ``HYB10-MILESHC-MASTARSSP``); None accepts any.
 
     Raises:
         ReaderError: the file, an extension, a channel or a header key is
@@ -284,7 +299,7 @@ def read_manga(
     maps: str | Path,
     pipe3d: str | Path | None = None,
     *,
-    daptype: str | None = None,
+    daptype: str | Sequence[str] | None = None,
     min_snr: float = 5.0,
 ) -> SpaxelMaps:
     """One MaNGA galaxy as :class:`SpaxelMaps`: DAP kinematics + Pipe3D populations.
@@ -293,7 +308,7 @@ def read_manga(
         maps: the DAP MAPS file.
         pipe3d: the Pipe3D cube file of the same galaxy; None gives only the
             velocity and dispersion channels.
-        daptype: the DAP type required (None: any).
+        daptype: the DAP type(s) accepted, see :func:`read_dap_maps`.
         min_snr: Pipe3D spaxels below this S/N are invalid (5, as in the
             Angeloudi et al. 2024 MaNGA application).
 
