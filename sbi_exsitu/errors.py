@@ -53,7 +53,15 @@ __all__ = [
 
 
 class SbiExsituError(Exception):
-    """Base of every deliberate error: bad input, reported without a traceback."""
+    """Base of every deliberate error: bad input, reported without a traceback.
+
+    Attributes:
+        cli_message: the message in command-line words (``--resume`` rather
+            than ``resume=True``), printed by the CLI instead of ``str(err)``
+            when set; None when one wording fits both.
+    """
+
+    cli_message: str | None = None
 
 
 class ConfigError(SbiExsituError, ValueError):

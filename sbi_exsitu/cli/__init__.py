@@ -13,6 +13,7 @@ from sbi_exsitu.cli import (  # noqa: E402,F401  isort: skip
     quickstart,
     simulate,
     render,
+    ingest,
     show,
     inspect,
     fit,

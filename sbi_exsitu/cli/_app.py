@@ -66,7 +66,7 @@ class _Group(TyperGroup):
 
 
 def _describe(err: BaseException) -> str:
-    text = str(err)
+    text = getattr(err, "cli_message", None) or str(err)
     # An OSError raised by open() reads "[Errno 2] No such file or directory:
     # 'x'"; that names the file already. One without text still gets a name.
     return text if text else type(err).__name__

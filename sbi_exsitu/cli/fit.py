@@ -46,7 +46,9 @@ def _print_fit_summary(run_dir: Path, metrics: dict) -> None:
 @app.command()
 def predict(
     run: Path = typer.Argument(..., help="Run directory written by `fit`."),
-    maps: Path = typer.Argument(..., help="Dataset (.h5) of observations."),
+    maps: Path = typer.Argument(
+        ..., help="Dataset (.h5) of observations, or a MaNGA DAP MAPS .fits.gz."
+    ),
     out: Path = typer.Option(..., "-o", "--out", help="Output table: .csv or .h5"),
     num_samples: int | None = typer.Option(
         None, help="Posterior draws per observation [default: 1000; 100 for maps]."
@@ -56,11 +58,28 @@ def predict(
     ),
     seed: int = typer.Option(0, help="Sampling seed."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    pipe3d: Path | None = typer.Option(
+        None, help="Pipe3D file of the MAPS galaxy (MaNGA input only)."
+    ),
+    misspec: bool = typer.Option(
+        True,
+        "--misspec/--no-misspec",
+        help="Flag observations unlike the training set (misspec_* columns).",
+    ),
 ) -> None:
     """Posterior summaries (median, mean, std, HDIs) for every observation in MAPS.
 
+    Columns per target: <name>_median, _mean, _std, _hdi68_low/high,
+    _hdi95_low/high; and, for a scalar run, misspec_score, misspec_pvalue and
+    misspec_flag (1 = this galaxy is unlike the training set: do not trust its
+    posterior), from the run's detector (fitted on first use from the training
+    data, then saved in the run).
+
     For a map run: the implied f_ex per observation, and with an .h5 output the
     posterior mean and std maps (maps/mean, maps/std).
+
+    A MaNGA MAPS file (with --pipe3d) is ingested on the run's grid first, as
+    `sbi-exsitu ingest MAPS --pipe3d P3D --like RUN -o obs.h5` does.
     """
     from sbi_exsitu.studies.predict import predict as run_predict
 
@@ -72,5 +91,7 @@ def predict(
         seed=seed,
         save_samples=samples,
         device=device,
+        misspecification=misspec,
+        pipe3d=pipe3d,
     )
     typer.echo(f"wrote {path}")

@@ -3,12 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from sbi_exsitu.cli._app import app, fail
 
-__all__ = ["render"]
+__all__ = ["render", "resolve_render_config"]
+
+
+def resolve_render_config(config: Path | None, like: Path | None) -> Any:
+    """The RenderConfig of ``--config`` (TOML or JSON) or ``--like RUN``.
+
+    Shared by ``render`` and ``ingest``; the default config when neither is given.
+    """
+    from sbi_exsitu.data.render import RenderConfig
+    from sbi_exsitu.errors import ConfigError, RunError
+    from sbi_exsitu.runs import RunDirectory
+    from sbi_exsitu.schema import load_toml
+
+    if config is not None and like is not None:
+        raise fail("--config and --like exclude each other; give one")
+    if like is not None:
+        config = RunDirectory(like).render_config_file
+        if not config.is_file():
+            raise RunError(
+                f"{like}: not a run directory (no {config.name}); give the "
+                "directory `sbi-exsitu fit` wrote"
+            )
+    if config is None:
+        return RenderConfig()
+    if config.suffix == ".json":
+        import json
+
+        try:
+            data = json.loads(config.read_text())
+        except ValueError as err:
+            raise ConfigError(f"{config}: not a render config JSON ({err})") from None
+        return RenderConfig.from_dict(data, where=str(config))
+    doc = load_toml(config)
+    return RenderConfig.from_dict(doc.get("render", doc), where=f"{config} [render]")
 
 
 @app.command()
@@ -23,10 +57,22 @@ def render(
     offsets: Path | None = typer.Option(None, help="offsets_NNN.hdf5."),
     views: int = typer.Option(12, help="Cameras per galaxy: 4, 6, 8, 12 or 20."),
     config: Path | None = typer.Option(
-        None, help="TOML with a [render] table (or top-level render keys)."
+        None,
+        help="TOML with a [render] table (or top-level render keys), or a run's "
+        "render_config.json.",
     ),
-    catalogue: bool = typer.Option(
-        True, help="Use <stem>.json next to each file (API subhalo JSON)."
+    like: Path | None = typer.Option(
+        None,
+        help="Render like this run (its render_config.json), so that `predict "
+        "RUN` accepts the output.",
+    ),
+    catalogue: str | None = typer.Option(
+        None,
+        help="Subhalo JSON per file; '{stem}' is replaced by each file's name. "
+        "Default: <stem>.json next to each file, when there is one.",
+    ),
+    no_catalogue: bool = typer.Option(
+        False, "--no-catalogue", help="Use no subhalo JSON at all."
     ),
     model: str | None = typer.Option(None, help="Model label (default TNG/EAGLE)."),
     workers: int = typer.Option(1, help="Local worker processes."),
@@ -42,17 +88,13 @@ def render(
     Files that cannot be read are reported and skipped; the exit code is 1 if
     any file failed, 2 if none could be written.
     """
-    from sbi_exsitu.data.render import RenderConfig
     from sbi_exsitu.data.render_files import render_files
-    from sbi_exsitu.schema import load_toml
 
     if flags is None and offsets is not None:
         raise fail("--offsets needs --flags (the stars_NNN.hdf5 file to slice)")
-    render_config = RenderConfig()
-    if config is not None:
-        doc = load_toml(config)
-        section = doc.get("render", doc)
-        render_config = RenderConfig.from_dict(section, where=f"{config} [render]")
+    if no_catalogue and catalogue is not None:
+        raise fail("--catalogue and --no-catalogue exclude each other")
+    render_config = resolve_render_config(config, like)
     summary = render_files(
         files,
         output,
@@ -60,7 +102,7 @@ def render(
         views=views,
         flags=flags,
         offsets=offsets,
-        catalogue=catalogue,
+        catalogue=False if no_catalogue else (catalogue or True),
         model=model,
         workers=workers,
         scheduler=scheduler,
@@ -68,6 +110,8 @@ def render(
         overwrite=overwrite,
         progress=progress,
     )
+    for path, notes in summary.provenance.items():
+        typer.echo(f"{path}: " + "; ".join(f"{k}: {v}" for k, v in notes.items()))
     for failure in summary.failures:
         typer.secho(
             f"skipped {failure.path}: {failure.error}", err=True, fg=typer.colors.YELLOW

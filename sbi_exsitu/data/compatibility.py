@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,10 @@ __all__ = [
 
 
 def check_render_config(
-    trained: RenderConfig, given: RenderConfig, where: str = "maps"
+    trained: RenderConfig,
+    given: RenderConfig,
+    where: str = "maps",
+    run_dir: str | Path | None = None,
 ) -> None:
     """Raise :class:`RenderConfigMismatch` unless ``given == trained``.
 
@@ -58,11 +62,17 @@ def check_render_config(
         trained: the config of the training maps.
         given: the config the maps at hand were rendered with.
         where: what the maps are (a file name), for the message.
+        run_dir: the posterior's run directory, to name the fix.
     """
     if given != trained:
+        run = "RUN" if run_dir is None else str(run_dir)
         raise RenderConfigMismatch(
             f"{where} were rendered with a different config than this posterior "
-            "was trained on (given != trained): " + "; ".join(given.diff(trained))
+            "was trained on (given != trained): "
+            + "; ".join(given.diff(trained))
+            + f". Render them again like the run: `sbi-exsitu render FILES "
+            f"--like {run} -o NEW.h5` (MaNGA files: `sbi-exsitu ingest MAPS "
+            f"--like {run} -o NEW.h5`)"
         )
 
 

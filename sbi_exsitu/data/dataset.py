@@ -125,10 +125,15 @@ class DatasetWriter:
         exists = self.path.exists() or self.partial.exists()
         if exists and not (resume or overwrite):
             which = self.path if self.path.exists() else self.partial
-            raise DatasetError(
-                f"{which} exists; resume it (--resume on the command line, "
-                "resume=True in Python) or replace it (--overwrite / overwrite=True)"
+            err = DatasetError(
+                f"{which} exists; resume it (resume=True) or replace it "
+                "(overwrite=True)"
             )
+            err.cli_message = (
+                f"{which} exists; resume it with --resume (same inputs) or "
+                "replace it with --overwrite"
+            )
+            raise err
         reopened_final = False
         if overwrite and not resume:
             # Only the old .partial goes; the old final file stays until close.

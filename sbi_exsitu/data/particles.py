@@ -18,8 +18,10 @@ field                     shape       unit
 ========================  ==========  =================================
 
 ``pos`` and ``vel`` are already centred: ``centre`` and ``systemic_velocity`` only
-record where the source put the origin. ``ex_situ`` may be ``None`` for real data
-without Stellar Assembly flags; such galaxies have no f_ex label.
+record where the source put the origin; ``provenance`` says, in words, where a
+reader took them (and r_e) from and what it dropped, for the ``render`` log.
+``ex_situ`` may be ``None`` for real data without Stellar Assembly flags; such
+galaxies have no f_ex label.
 
 Example:
     >>> import numpy as np
@@ -82,6 +84,7 @@ class Particles:
     systemic_velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
     half_mass_radius: float | None = None
     name: str = "galaxy"
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

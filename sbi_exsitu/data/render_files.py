@@ -79,6 +79,8 @@ class RenderSummary:
         n_labelled: galaxies written with an f_ex label.
         n_resumed: galaxies already in the file (``resume``) and not redone.
         failures: the files skipped, with their errors.
+        provenance: file -> what its reader did (wind cells dropped, catalogue
+            used, where centre, systemic velocity and r_e came from).
     """
 
     output: Path
@@ -87,6 +89,7 @@ class RenderSummary:
     n_labelled: int = 0
     n_resumed: int = 0
     failures: list[FileFailure] = field(default_factory=list)
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class _Task:
     views: int
     flags: str | None
     offsets: str | None
-    catalogue: bool
+    catalogue: bool | str
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class _Result:
     log_mstar: float = math.nan
     half_mass_radius: float = math.nan
     model: str = ""
+    provenance: dict[str, str] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -137,6 +141,7 @@ def render_one_file(task: _Task) -> _Result:
         log_mstar=particles.log_mstar,
         half_mass_radius=particles.half_mass_radius,
         model=fmt,
+        provenance=dict(particles.provenance),
     )
 
 
@@ -148,7 +153,7 @@ def render_files(
     views: int = 12,
     flags: str | Path | None = None,
     offsets: str | Path | None = None,
-    catalogue: bool = True,
+    catalogue: bool | str | Path = True,
     model: str | None = None,
     workers: int = 1,
     scheduler: str | None = None,
@@ -167,8 +172,11 @@ def render_files(
             ``offsets``) or a per-cutout file; ``{stem}`` in the path is replaced
             by each cutout's file stem (e.g. ``flags/{stem}.hdf5``).
         offsets: ``offsets_NNN.hdf5`` for slicing a full-snapshot flag file.
-        catalogue: use ``<stem>.json`` next to a file (the web API's subhalo
-            JSON, or EAGLE database fields) for centre and half-mass radius.
+        catalogue: the subhalo JSON (the web API's, or EAGLE database fields)
+            for centre and half-mass radius: True uses ``<stem>.json`` next to
+            a file when there is one, a path (``{stem}`` replaced by each
+            file's stem) must exist, False uses none. What each file used is
+            in :attr:`RenderSummary.provenance`.
         model: the ``model`` label stored per sample (default: ``"TNG"`` or
             ``"EAGLE"`` from each file's format).
         workers: local processes.
@@ -193,7 +201,15 @@ def render_files(
         raise RenderError("no input files given")
     config = config or RenderConfig()
     paths = [str(Path(p)) for p in paths]
-    catalogues = [Path(p).with_suffix(".json") for p in paths] if catalogue else []
+    catalogues = []
+    if catalogue is not False:
+        pattern = "{stem}.json" if catalogue is True else str(catalogue)
+        catalogues = [
+            Path(p).parent / pattern.replace("{stem}", Path(p).stem)
+            if catalogue is True
+            else Path(pattern.replace("{stem}", Path(p).stem))
+            for p in paths
+        ]
     # An existing out is refused by DatasetWriter, naming --resume and --overwrite.
     check_output_path(out, inputs=[*paths, *catalogues, flags, offsets], overwrite=True)
     attrs = {
@@ -217,7 +233,7 @@ def render_files(
                 views=views,
                 flags=None if flags is None else str(flags),
                 offsets=None if offsets is None else str(offsets),
-                catalogue=catalogue,
+                catalogue=catalogue if isinstance(catalogue, bool) else str(catalogue),
             )
             for i, p in enumerate(paths)
             if i not in done
@@ -249,6 +265,7 @@ def render_files(
                     summary.n_galaxies += 1
                     summary.n_views += len(result.views)
                     summary.n_labelled += int(np.isfinite(result.f_ex))
+                    summary.provenance[result.path] = result.provenance
                 bar.set_postfix(
                     views=summary.n_views, skipped=len(summary.failures), refresh=False
                 )

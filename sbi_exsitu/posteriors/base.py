@@ -76,7 +76,7 @@ class Posterior(ABC):
 
     def check_render_config(self, other: RenderConfig, where: str = "maps") -> None:
         """Refuse maps rendered with another configuration, naming each difference."""
-        check_render_config(self.render_config, other, where)
+        check_render_config(self.render_config, other, where, run_dir=self.run_dir)
 
     def test_split(self) -> tuple[MapDataset, np.ndarray]:
         """The training dataset and its held-out test indices (from ``splits.json``).

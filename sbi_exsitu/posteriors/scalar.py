@@ -295,15 +295,22 @@ class ExSituPosterior(Posterior):
         progress: bool = False,
         render_config: RenderConfig | None = None,
         samples: np.ndarray | None = None,
-        misspecification: Any = False,
+        misspecification: Any = "auto",
     ) -> PosteriorSummary:
         """Median, mean, std and 68%/95% highest-density intervals per observation.
 
-        Pass ``samples`` (n, S, D) to summarise draws you already have. With
-        ``misspecification=True`` (or a ``MisspecificationDetector``) every
+        Pass ``samples`` (n, S, D) to summarise draws you already have. Every
         observation also gets a novelty score, a p-value against in-distribution
-        maps and a flag ("unlike the training set"), see
-        :mod:`sbi_exsitu.evaluation.misspecification`.
+        maps and a flag ("unlike the training set"; ``misspec_*`` columns), see
+        :mod:`sbi_exsitu.evaluation.misspecification`: by default (``"auto"``)
+        from the run's detector, left out with a warning when the posterior has
+        no run directory or the detector can be neither loaded nor fitted.
+        ``True`` requires the flags, a ``MisspecificationDetector`` uses that
+        one, ``False`` turns them off (no detector is fitted).
+
+        Raises:
+            DetectorUnavailableError: ``misspecification=True`` and the run
+                has no detector and no training data to fit one.
         """
         if samples is None:
             samples = self.sample(
@@ -316,10 +323,8 @@ class ExSituPosterior(Posterior):
             )
         hdi68, hdi95 = highest_density_intervals(samples)
         scores = None
-        if misspecification is not False and misspecification is not None:
-            detector = misspecification
-            if detector is True:
-                detector = self.misspecification_detector()
+        detector = self._summary_detector(misspecification)
+        if detector is not None:
             scores = detector.score(self, self._as_maps(maps, render_config))
         return PosteriorSummary(
             misspecification=scores,
@@ -330,6 +335,35 @@ class ExSituPosterior(Posterior):
             hdi68=hdi68,
             hdi95=hdi95,
         )
+
+    def _summary_detector(self, misspecification: Any) -> Any:
+        """The detector :meth:`summarize` uses, or None (see its docstring)."""
+        if misspecification is False or misspecification is None:
+            return None
+        if misspecification is True:
+            return self.misspecification_detector()
+        if misspecification != "auto":
+            return misspecification  # a detector
+        import warnings
+
+        from sbi_exsitu.errors import DetectorUnavailableError
+
+        if self.run_dir is None:
+            warnings.warn(
+                "no misspecification flags: this posterior has no run directory "
+                "(save it, or pass misspecification=False to silence this)",
+                stacklevel=3,
+            )
+            return None
+        try:
+            return self.misspecification_detector()
+        except DetectorUnavailableError as err:
+            warnings.warn(
+                f"no misspecification flags: {err} (misspecification=False "
+                "silences this)",
+                stacklevel=3,
+            )
+            return None
 
     def misspecification_detector(self) -> Any:
         """The run's misspecification detector (fitted on first use, then cached)."""

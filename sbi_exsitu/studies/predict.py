@@ -6,10 +6,16 @@ observation: median, mean, std, 68%/95% HDIs of every target, plus the
 dataset's identifiers (and the true values when the dataset has them). The table
 is CSV or HDF5 by the output suffix; posterior draws are optional.
 
+A MaNGA DAP MAPS file (``.fits`` / ``.fits.gz``, with its Pipe3D file) may be
+given instead of a dataset: it is ingested on the run's grid first
+(:func:`sbi_exsitu.data.ingest.ingest_manga`, into a temporary dataset; run
+``sbi-exsitu ingest MAPS --pipe3d P3D --like RUN -o obs.h5`` to keep it).
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +32,66 @@ from sbi_exsitu.errors import DetectorUnavailableError, OutputError
 from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.tables import TABLE_SUFFIXES, write_table
 
-__all__ = ["predict"]
+__all__ = ["predict", "predict_dataset", "is_fits"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_fits(path: str | Path) -> bool:
+    """Whether ``path`` names a FITS file (a survey file to ingest first)."""
+    name = Path(path).name.lower()
+    return name.endswith((".fits", ".fits.gz", ".fit", ".fits.fz"))
 
 
 def predict(
+    run_dir: str | Path,
+    maps_path: str | Path,
+    out: str | Path,
+    *,
+    pipe3d: str | Path | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Summarise the posterior of every observation in ``maps_path`` into ``out``.
+
+    ``maps_path`` is a dataset, or a MaNGA DAP MAPS file (with ``pipe3d``, its
+    Pipe3D file), ingested on the run's grid first; the rest is
+    :func:`predict_dataset`.
+
+    Raises:
+        RenderConfigMismatch: a MAPS file for a run trained without
+            ``[observe]``; see also :func:`predict_dataset`.
+        ReaderError: a malformed MAPS or Pipe3D file (of another DAP type, all
+            masked, without REFF or redshift).
+    """
+    if not is_fits(maps_path):
+        if pipe3d is not None:
+            raise OutputError(
+                f"{pipe3d}: --pipe3d goes with a MAPS file, not a dataset"
+            )
+        return predict_dataset(run_dir, maps_path, out, **kwargs)
+    from sbi_exsitu.data.ingest import ingest_manga
+    from sbi_exsitu.data.render import RenderConfig
+    from sbi_exsitu.errors import RunError
+    from sbi_exsitu.runs import RunDirectory
+
+    check_output_path(out, inputs=[maps_path, pipe3d], overwrite=True)
+    config_file = RunDirectory(run_dir).render_config_file
+    if not config_file.is_file():
+        raise RunError(f"{run_dir}: not a run directory (no {config_file.name})")
+    config = RenderConfig.from_json(config_file.read_text())
+    with tempfile.TemporaryDirectory(prefix="sbi-exsitu-ingest-") as tmp:
+        obs = Path(tmp) / "observations.h5"
+        ingest_manga(
+            [maps_path],
+            obs,
+            config=config,
+            pipe3d=None if pipe3d is None else [pipe3d],
+            where=str(run_dir),
+        )
+        return predict_dataset(run_dir, obs, out, **kwargs)
+
+
+def predict_dataset(
     run_dir: str | Path,
     maps_path: str | Path,
     out: str | Path,
@@ -42,7 +104,7 @@ def predict(
     progress: bool = True,
     misspecification: bool = True,
 ) -> Path:
-    """Summarise the posterior of every observation in ``maps_path`` into ``out``.
+    """Summarise the posterior of every observation of a dataset into ``out``.
 
     With ``misspecification`` the table also holds, per observation, the
     novelty score, conformal p-value and flag of
@@ -143,6 +205,14 @@ def predict(
                 columns[f"{name}_true"] = true
         for key in summaries[0]:
             columns[key] = np.concatenate([s[key] for s in summaries])
+    if "misspec_flag" in columns:
+        flagged = int(np.sum(columns["misspec_flag"]))
+        logger.info(
+            "%d of %d observations flagged as unlike the training set "
+            "(misspec_flag = 1: do not trust their posteriors)",
+            flagged,
+            len(columns["misspec_flag"]),
+        )
     samples = np.concatenate(chunks) if save_samples else None
     arrays = None
     if is_map and out.suffix != ".csv":

@@ -235,7 +235,7 @@ def evaluate_posterior(
     maps = dataset.maps(indices)
     truth = target_array(dataset, posterior.param_names, indices)
     samples = posterior.sample(maps, num_samples, seed=seed, progress=progress)
-    summary = posterior.summarize(maps, samples=samples)
+    summary = posterior.summarize(maps, samples=samples, misspecification=False)
     log_prob = posterior.log_prob(truth, maps)
     log_mstar = dataset.labels["log_mstar"][indices]
     result: dict[str, Any] = {"nlpd_joint": float(-np.mean(log_prob))}

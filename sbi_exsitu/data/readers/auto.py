@@ -25,7 +25,7 @@ from sbi_exsitu.data.readers._hdf5 import ReaderError
 from sbi_exsitu.data.readers.eagle import read_eagle
 from sbi_exsitu.data.readers.tng import read_tng_cutout
 
-__all__ = ["detect_format", "read_galaxy"]
+__all__ = ["catalogue_path", "detect_format", "read_galaxy"]
 
 
 def detect_format(path: str | Path) -> str:
@@ -62,7 +62,7 @@ def read_galaxy(
     *,
     flags: str | Path | None = None,
     offsets: str | Path | None = None,
-    catalogue: bool = True,
+    catalogue: bool | str | Path = True,
     **kwargs: Any,
 ) -> tuple[Particles, str]:
     """Read one galaxy from a TNG cutout or an EAGLE particle file.
@@ -72,8 +72,10 @@ def read_galaxy(
         flags: Stellar Assembly flags (TNG only), see
             :func:`~sbi_exsitu.data.readers.tng.read_tng_cutout`.
         offsets: offsets file for full-snapshot flags (TNG only).
-        catalogue: read ``<stem>.json`` next to the file, if it exists, as the
-            subhalo catalogue entry (centre, half-mass radius).
+        catalogue: the subhalo catalogue entry (centre, half-mass radius):
+            True reads ``<stem>.json`` next to the file if it exists; a path
+            (``{stem}`` is replaced by the file's stem) must exist; False
+            reads none. ``Particles.provenance["catalogue"]`` says which.
         **kwargs: passed to the reader.
 
     Returns:
@@ -84,15 +86,49 @@ def read_galaxy(
     """
     path = Path(path)
     fmt = detect_format(path)
-    sidecar = path.with_suffix(".json")
-    cat = sidecar if catalogue and sidecar.is_file() else None
+    cat = catalogue_path(path, catalogue)
     if fmt == "TNG":
-        return read_tng_cutout(
+        particles = read_tng_cutout(
             path, flags=flags, offsets=offsets, catalogue=cat, **kwargs
-        ), fmt
+        )
+        return _note_missing(particles, path, catalogue, cat), fmt
     if flags is not None or offsets is not None:
         raise ReaderError(
             f"{path}: EAGLE file given Stellar Assembly flags/offsets, expected "
             "them for TNG cutouts only (the flags are TNG post-processing)"
         )
-    return read_eagle(path, catalogue=cat, **kwargs), fmt
+    particles = read_eagle(path, catalogue=cat, **kwargs)
+    return _note_missing(particles, path, catalogue, cat), fmt
+
+
+def catalogue_path(path: str | Path, catalogue: bool | str | Path) -> Path | None:
+    """The catalogue JSON to read for ``path`` (see :func:`read_galaxy`).
+
+    Raises:
+        ReaderError: an explicit catalogue path that does not exist.
+    """
+    path = Path(path)
+    if catalogue is False:
+        return None
+    if catalogue is True:
+        sidecar = path.with_suffix(".json")
+        return sidecar if sidecar.is_file() else None
+    given = Path(str(catalogue).replace("{stem}", path.stem))
+    if not given.is_file():
+        raise ReaderError(
+            f"{path}: catalogue {given} does not exist (from --catalogue "
+            f"{catalogue!s}); expected the subhalo JSON of this galaxy"
+        )
+    return given
+
+
+def _note_missing(
+    particles: Particles, path: Path, asked: bool | str | Path, used: Path | None
+) -> Particles:
+    # Say why no catalogue was used: a JSON under another name is not found.
+    if used is None and asked is True:
+        particles.provenance["catalogue"] = (
+            f"none (no {path.with_suffix('.json').name} next to the file; "
+            "point at it with --catalogue)"
+        )
+    return particles

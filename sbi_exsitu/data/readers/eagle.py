@@ -171,6 +171,7 @@ def read_eagle(
     if metallicity not in fields:
         raise ValueError(f"metallicity must be one of {sorted(fields)}")
     z_field = fields[metallicity]
+    catalogue_source = catalogue if isinstance(catalogue, (str, Path)) else "given"
     catalogue = _load_catalogue(catalogue)
     with open_hdf5(path) as f:
         a, h, box, cosmo = _read_header(f, path)
@@ -194,6 +195,17 @@ def read_eagle(
     if r_e is None:
         r_e = half_mass_radius(rel, star["Mass"])
     systemic = _systemic_velocity(rel, star["Velocity"], r_e)
+    has = catalogue is not None and "CentreOfPotential_x" in catalogue
+    provenance = {
+        "catalogue": "none" if catalogue is None else str(catalogue_source),
+        "centre": "catalogue CentreOfPotential" if has else "shrinking sphere",
+        "systemic velocity": "mean velocity within 0.1 r_e",
+        "r_e": (
+            "catalogue HalfMassRad_Star"
+            if catalogue is not None and "HalfMassRad_Star" in catalogue
+            else "3D half-mass radius"
+        ),
+    }
     return build_particles(
         path,
         pos=rel,
@@ -206,6 +218,7 @@ def read_eagle(
         systemic_velocity=systemic,
         half_mass_radius=r_e,
         name=name or path.stem,
+        provenance=provenance,
     )
 
 

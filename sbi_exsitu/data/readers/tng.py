@@ -234,6 +234,7 @@ def read_tng_cutout(
             no star particle left; the message names the file and the field.
     """
     path = Path(path)
+    source = str(catalogue) if isinstance(catalogue, (str, Path)) else "given"
     catalogue = _as_catalogue(catalogue, path)
     if not 0 < most_bound_fraction <= 1:
         raise ValueError("most_bound_fraction must be in (0, 1]")
@@ -259,6 +260,18 @@ def read_tng_cutout(
     r_e = None
     if catalogue is not None and catalogue.half_mass_radius is not None:
         r_e = catalogue.half_mass_radius * a / h
+    cat_pos = catalogue is not None and catalogue.pos is not None
+    provenance = {
+        "wind cells dropped": str(int((~star).sum())),
+        "catalogue": "none" if catalogue is None else source,
+        "centre": "catalogue SubhaloPos" if cat_pos else "lowest-Potential star",
+        "systemic velocity": (
+            f"mean of the {most_bound_fraction:.0%} most-bound stars"
+            if cut.potential is not None
+            else "catalogue SubhaloVel"
+        ),
+        "r_e": "catalogue halfmassrad_stars" if r_e else "3D half-mass radius",
+    }
     return build_particles(
         path,
         pos=rel[keep] * (a / h),
@@ -271,6 +284,7 @@ def read_tng_cutout(
         systemic_velocity=systemic,
         half_mass_radius=r_e,
         name=name or path.stem,
+        provenance=provenance,
     )
 
 

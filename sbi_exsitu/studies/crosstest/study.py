@@ -201,7 +201,7 @@ def _test_cell(
     samples = posterior.sample(maps, sec.num_samples, seed=seed)
     lp_s = posterior.log_prob(samples, maps)
     lp_t = posterior.log_prob(truth, maps)
-    summary = posterior.summarize(maps, samples=samples)
+    summary = posterior.summarize(maps, samples=samples, misspecification=False)
     # Galaxy ids: views of one galaxy count once, as in `sbi-exsitu calibrate`.
     report = CalibrationReport.from_arrays(
         samples, truth, lp_s, lp_t, param_names=names, seed=seed,
