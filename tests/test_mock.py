@@ -120,7 +120,8 @@ def test_particle_cap_scales_particle_mass() -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_half_mass_radius_and_circular_speed_match_analytic(name: str) -> None:
-    m = get_model(name, max_particles=60_000, min_particles=60_000)
+    # The smooth world: debris is only approximated by the analytic spheroid.
+    m = get_model(name, max_particles=60_000, min_particles=60_000, debris_fraction=0)
     p, info = m.draw(11, log_mstar=11.3, f_ex=0.4)
     s = m.structure(info)
     assert p.half_mass_radius == pytest.approx(s.half_mass_radius(), rel=0.03)
@@ -132,7 +133,9 @@ def test_half_mass_radius_and_circular_speed_match_analytic(name: str) -> None:
 
 
 def test_exsitu_velocity_dispersion_follows_jeans() -> None:
-    m = get_model("tng-like", max_particles=60_000, min_particles=60_000)
+    m = get_model(
+        "tng-like", max_particles=60_000, min_particles=60_000, debris_fraction=0.0
+    )
     p, info = m.draw(5, log_mstar=11.5, f_ex=0.9)
     s = m.structure(info)
     pos, vel = p.pos[p.ex_situ], p.vel[p.ex_situ]
@@ -161,13 +164,19 @@ def _frame_kinematics(p, sel):
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("log_mstar", [10.3, 11.0, 11.8])
 def test_exsitu_older_metal_poorer_dispersion_supported(name, log_mstar) -> None:
-    p, _ = get_model(name, **FAST).draw(2, log_mstar=log_mstar, f_ex=0.3)
+    # A disc-dominated in-situ component (no heated halo, B/T = 0.1), so that
+    # rotation support separates the two.
+    discy = {"bulge_fraction_range": (0.1, 0.1), "insitu_halo_fraction_range": (0, 0)}
+    model = get_model(name, **FAST, **discy)
+    p, _ = model.draw(2, log_mstar=log_mstar, f_ex=0.3)
     ex, ins = p.ex_situ, ~p.ex_situ
     assert p.age[ex].mean() > p.age[ins].mean() + 1.0
     log_z = np.log10(p.metallicity / Z_SUN)
     assert log_z[ex].mean() < log_z[ins].mean() - 0.05
     v_sigma_in, v_sigma_ex = _frame_kinematics(p, ins), _frame_kinematics(p, ex)
-    assert v_sigma_in > 1.0 and v_sigma_ex < 0.4
+    # A few coherent satellites leave net rotation (merger remnants rotate), but
+    # well below that of the disc.
+    assert v_sigma_in > 1.0 and abs(v_sigma_ex) < 0.5 * v_sigma_in
 
 
 def test_models_share_phase_space_for_same_seed_mass_and_fex() -> None:
