@@ -247,3 +247,63 @@ def test_models_agree_on_mass_and_kinematic_gradients_not_metallicity() -> None:
 def test_base_model_is_a_valid_default() -> None:
     p, info = FormationModel(**FAST).draw(0)
     assert info["model"] == "base" and len(p) == 20_000
+
+
+# ------------------------------------------------------ entry-point plug-ins
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """A registry that rediscovers models, with the built-ins restored after."""
+    from sbi_exsitu.data.mock import registry
+
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(registry, "_discovered", False)
+    return registry
+
+
+def _fake_entry_points(monkeypatch, registry, value: str) -> None:
+    import importlib.metadata as md
+
+    ep = md.EntryPoint(
+        name="plugin-model", value=value, group=registry.ENTRY_POINT_GROUP
+    )
+
+    def entry_points(group=None, **_):
+        return [ep] if group == registry.ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(md, "entry_points", entry_points)
+
+
+def test_entry_point_models_register_and_work_from_configs(
+    fresh_registry, monkeypatch
+) -> None:
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    from sbi_exsitu.data.simulate import SimulationConfig
+
+    @dataclass(frozen=True)
+    class PluginModel(FormationModel):
+        fex_log_m0: float = 11.0
+
+    plugin = types.ModuleType("fake_sbi_plugin")
+    plugin.PluginModel = PluginModel
+    monkeypatch.setitem(sys.modules, "fake_sbi_plugin", plugin)
+    _fake_entry_points(monkeypatch, fresh_registry, "fake_sbi_plugin:PluginModel")
+    assert {"plugin-model", "tng-like", "eagle-like"} <= set(available_models())
+    cfg = SimulationConfig.from_dict(
+        {"simulate": {"model": "plugin-model"}, "model": {"max_particles": 2000}}
+    )
+    model = cfg.formation_model()
+    assert isinstance(model, PluginModel) and model.max_particles == 2000
+    assert model.name == "plugin-model" and FormationModel.name == "base"
+
+
+def test_broken_entry_point_names_itself(fresh_registry, monkeypatch) -> None:
+    _fake_entry_points(monkeypatch, fresh_registry, "sbi_exsitu.data.mock.base:Z_SUN")
+    with pytest.raises(ModelError, match="plugin-model.*expected a FormationModel"):
+        available_models()
+    fresh_registry._discovered = False
+    _fake_entry_points(monkeypatch, fresh_registry, "no_such_module_xyz:Model")
+    with pytest.raises(ModelError, match="cannot be loaded.*uninstall"):
+        available_models()
