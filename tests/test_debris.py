@@ -92,7 +92,7 @@ def test_recent_events_stay_coherent_old_ones_phase_mix() -> None:
 
 def test_disc_plane_events_stay_near_the_disc_plane() -> None:
     halo = NFW(1e12, 10.0)
-    h = AccretionHistory(np.array([1e10]), np.array([0.1]), np.array([6.0]))
+    h = AccretionHistory(np.array([1e9]), np.array([0.01]), np.array([6.0]))
     pos, vel, _ = spray_debris(
         np.random.default_rng(0),
         h,
