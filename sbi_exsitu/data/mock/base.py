@@ -142,8 +142,9 @@ class FormationModel:
     disc_re_logm_pivot: float = 10.5
     #: Slope dlog r_e / dlog M_in (late types, Shen+03 / van der Wel+14 ≈ 0.25).
     disc_re_slope: float = 0.25
-    #: Log-normal scatter of the disc size (dex).
-    disc_re_scatter_dex: float = 0.1
+    #: Log-normal scatter of the disc size (dex); late types scatter by
+    #: σ(log R_e) ≈ 0.16-0.19 dex at fixed mass (van der Wel+14).
+    disc_re_scatter_dex: float = 0.18
     #: Disc thickness z0 / R_d, uniform prior.
     disc_thickness_range: tuple[float, float] = (0.1, 0.25)
     #: sigma_z / sigma_R of the disc (solar neighbourhood ≈ 0.5–0.6).
