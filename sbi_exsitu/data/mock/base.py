@@ -197,6 +197,9 @@ class FormationModel:
     infall_beta: tuple[float, float] = (2.0, 1.3)
     #: Scale of that Beta variable (Gyr).
     infall_max_gyr: float = 12.5
+    #: Host mass at lookback t = M* 10^(-g t); mass ratios are taken at infall
+    #: (half of today's mass at z ≈ 1, van Dokkum+13).
+    host_growth_dex_per_gyr: float = 0.04
     #: Debris apocentre of a mu = 1 satellite, in in-situ R_e (Amorisco 2017).
     debris_apo_re: float = 2.0
     #: Apocentre ∝ mu^-slope: massive satellites deposit their stars deeper.
@@ -444,6 +447,7 @@ class FormationModel:
             concentration=self.merger_class_concentration,
             infall_beta=self.infall_beta,
             infall_max_gyr=self.infall_max_gyr,
+            host_growth_dex_per_gyr=self.host_growth_dex_per_gyr,
         )
         info.update(assembly_summaries(history))
         info["n_debris"] = int(round(self.debris_fraction * info["n_exsitu"]))

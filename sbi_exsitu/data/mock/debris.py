@@ -9,10 +9,13 @@ galaxy's accretion history and turns it into star particles:
   among the major (mu > 1/4), minor (1/10-1/4) and very-minor (1/100-1/10)
   classes by a Dirichlet draw around the Rodriguez-Gomez et al. (2016) mass
   shares (50 / 20 / 30%); each class is filled with satellites of log-uniform
-  mass ratio ``mu = m_sat / M*`` (z=0 host mass) until its share is used up.
+  mass ratio ``mu = m_sat / M*_host(t_infall)`` until its share is used up.
   Infall lookback times follow ``t_max Beta(a, b)`` (default mean ≈ 7.7 Gyr: most
   ex-situ mass of TNG/Illustris galaxies is accreted at z ≈ 1-2,
-  Rodriguez-Gomez et al. 2016).
+  Rodriguez-Gomez et al. 2016). The host's stellar mass at lookback ``t`` is
+  ``M* 10^(-g t)``, g = 0.04 dex/Gyr (half of today's mass at z ≈ 1, as for
+  Milky-Way progenitors, van Dokkum et al. 2013), so ratios are those at infall,
+  as in merger-tree catalogues.
 - **Orbits** (:func:`spray_debris`): a satellite's stars are released near
   apocentre, a Gaussian cloud of the Jacobi radius ``r_J = r (m / 3 M(<r))^(1/3)``
   with velocity dispersion ``V_c r_J / r`` (the scalings of particle-spray
@@ -92,7 +95,7 @@ class AccretionHistory:
 
     Attributes:
         mass: stellar mass brought in (Msun); sums to the ex-situ mass.
-        mu: mass ratio ``mass / M*`` (z=0 host stellar mass).
+        mu: mass ratio ``mass / M*_host(t_infall)`` (host mass at infall).
         t_infall: infall lookback time (Gyr).
     """
 
@@ -116,6 +119,7 @@ def draw_history(
     concentration: float = 4.0,
     infall_beta: tuple[float, float] = (2.0, 1.3),
     infall_max_gyr: float = 12.5,
+    host_growth_dex_per_gyr: float = 0.04,
     max_events: int = 40,
 ) -> AccretionHistory:
     """Draw satellites whose masses sum to ``m_exsitu`` (see the module docstring).
@@ -130,30 +134,40 @@ def draw_history(
             (larger = closer to the mean shares).
         infall_beta: Beta(a, b) shape of the infall lookback time.
         infall_max_gyr: the Beta variable's scale (Gyr).
+        host_growth_dex_per_gyr: ``g`` of the host mass ``M* 10^(-g t)`` at
+            lookback ``t``, against which infall mass ratios are measured.
         max_events: the smallest satellites beyond this count are merged into
             the last one kept (bounds the cost).
     """
     shares = rng.dirichlet(concentration * np.asarray(class_fractions) + 1e-3)
     masses: list[float] = []
+    times: list[float] = []
     for k, share in enumerate(shares):
         left = share * m_exsitu
         hi, lo = log_mu_edges[k], log_mu_edges[k + 1]
         # Stop once what is left is below a hundredth of the class's share:
         # it joins the previous satellite instead of adding a speck.
         while left > 1e-2 * share * m_exsitu:
-            m = min(10.0 ** rng.uniform(lo, hi) * m_star, left)
+            t = infall_max_gyr * rng.beta(*infall_beta)
+            m_host = m_star * 10.0 ** (-host_growth_dex_per_gyr * t)
+            m = min(10.0 ** rng.uniform(lo, hi) * m_host, left)
             masses.append(m)
+            times.append(t)
             left -= m
         if masses and left > 0:
             masses[-1] += left
     if not masses:  # f_ex = 0
         return AccretionHistory(np.zeros(0), np.zeros(0), np.zeros(0))
-    mass = np.sort(np.asarray(masses))[::-1]
-    if len(mass) > max_events:
+    order = np.argsort(masses)[::-1]
+    mass, t_inf = np.asarray(masses)[order], np.asarray(times)[order]
+    if len(mass) > max_events:  # the smallest ones join the last one kept
         mass = np.concatenate([mass[: max_events - 1], [mass[max_events - 1 :].sum()]])
+        t_inf = t_inf[:max_events]
     mass *= m_exsitu / mass.sum()  # exact despite rounding
-    t_inf = infall_max_gyr * rng.beta(*infall_beta, len(mass))
-    return AccretionHistory(mass=mass, mu=mass / m_star, t_infall=t_inf)
+    m_host = m_star * 10.0 ** (-host_growth_dex_per_gyr * t_inf)
+    # Ratios are secondary / primary: a remainder joining a satellite stays <= 1.
+    mu = np.minimum(mass / m_host, 1.0)
+    return AccretionHistory(mass=mass, mu=mu, t_infall=t_inf)
 
 
 def assembly_summaries(history: AccretionHistory) -> dict[str, float]:

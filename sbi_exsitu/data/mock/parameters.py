@@ -60,6 +60,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "debris_fraction": (0.0, 1.0),
     "infall_beta": (0.1, 20.0),
     "infall_max_gyr": (0.1, 13.7),
+    "host_growth_dex_per_gyr": (0.0, 0.5),
     "debris_apo_re": (0.05, 100.0),
     "debris_apo_mu_slope": (0.0, 2.0),
     "debris_apo_scatter_dex": (0.0, 1.0),
@@ -98,7 +99,7 @@ GRAVITY_FIELDS: tuple[str, ...] = (
     "shmr_beta", "shmr_gamma", "halo_scatter_dex", "conc_a", "conc_b",
     "conc_scatter_dex", "merger_class_fractions", "merger_log_mu_edges",
     "merger_class_concentration", "debris_fraction", "infall_beta",
-    "infall_max_gyr", "debris_apo_re", "debris_apo_mu_slope",
+    "infall_max_gyr", "host_growth_dex_per_gyr", "debris_apo_re", "debris_apo_mu_slope",
     "debris_apo_scatter_dex", "debris_kappa_range", "disc_plane_merger_fraction",
     "debris_max_orbits", "debris_steps", "debris_tracers",
 )  # fmt: skip
