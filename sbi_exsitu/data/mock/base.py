@@ -333,7 +333,9 @@ class FormationModel:
         Returns:
             ``(particles, info)``; ``info`` holds the drawn galaxy parameters
             (``log_mstar``, ``f_ex`` (measured, exact), ``f_ex_target``,
-            ``r_e_insitu``, ``r_e_exsitu``, ``log_mhalo``, ...), all JSON-ready.
+            ``r_e_insitu``, ``r_e_exsitu``, ``log_mhalo``, ...) and the merger
+            history's :data:`~sbi_exsitu.data.mock.debris.ASSEMBLY_LABELS`, all
+            JSON-ready.
 
         Raises:
             ModelError: ``log_mstar`` or ``f_ex`` outside their physical range.
