@@ -78,7 +78,7 @@ def main() -> None:
             n_views = int(cfg.views)
         full = post.summarize(render_views(p, render, n_views).maps, args.samples)
         for factor in shifts:
-            coarse = resample(p, factor, derive_seed(args.seed, "resample", gid))
+            coarse = resample(p, factor, derive_seed(args.seed, "resample", int(gid)))
             s = post.summarize(render_views(coarse, render, n_views).maps, args.samples)
             d = np.abs(s.median[:, 0] - full.median[:, 0]) / full.std[:, 0]
             shifts[factor].extend(d.tolist())
