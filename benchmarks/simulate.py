@@ -2,7 +2,8 @@
 
 Runs the full pipeline (draw, render, write HDF5) for a tng-like config and prints
 one JSON object as its last line, with ``views_per_s``, ``galaxies_per_s``,
-``workers``, ``resolution``, ``particles_cap`` and the extrapolated
+``workers``, ``resolution``, ``particles_cap``, ``debris_fraction`` and the
+extrapolated
 ``minutes_for_24000_views_128px`` (the paper's dataset size; goal <= 10 minutes).
 
 With ``--observe`` every view goes through the MaNGA-like observation stage
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--min-particles", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--observe", action="store_true")
+    # 0 = the smooth-spheroid world, for the cost of the satellite debris.
+    parser.add_argument("--debris-fraction", type=float, default=1.0)
     args = parser.parse_args()
 
     doc = {
@@ -52,6 +55,7 @@ def main() -> None:
         "model": {
             "max_particles": args.max_particles,
             "min_particles": args.min_particles,
+            "debris_fraction": args.debris_fraction,
         },
         "render": {"resolution": args.resolution},
     }
@@ -79,6 +83,7 @@ def main() -> None:
                 "galaxies": args.galaxies,
                 "views": n_views,
                 "particles_cap": args.max_particles,
+                "debris_fraction": args.debris_fraction,
                 "particles_floor": args.min_particles,
                 "seconds": round(seconds, 3),
                 "views_per_s": round(views_per_s, 2),

@@ -260,3 +260,30 @@ def test_dataset_splits_match_function(tmp_path):
         expected = split_by_galaxy(ds.labels["galaxy_id"], seed=1)
         assert all(np.array_equal(splits[k], expected[k]) for k in splits)
         assert sum(len(v) for v in splits.values()) == len(ds)
+
+
+def test_assembly_labels_are_written_and_optional_on_read(tmp_path) -> None:
+    """Assembly labels round-trip; files without them (older ones) still load."""
+    from sbi_exsitu.data.dataset import OPTIONAL_LABELS
+
+    cfg = RenderConfig(resolution=8, min_pixels=1)
+    views = RenderedViews(
+        maps=np.zeros((2, cfg.n_channels, 8, 8), np.float32),
+        exsitu=np.zeros((2, 8, 8), np.float32),
+        mask=np.ones((2, 8, 8), bool),
+        directions=np.zeros((2, 3)),
+    )
+    out = tmp_path / "a.h5"
+    common = {"f_ex": 0.3, "log_mstar": 10.5, "half_mass_radius": 3.0, "model": "m"}
+    with DatasetWriter(out, cfg) as w:
+        w.add_galaxy(views, galaxy_id=0, assembly={"last_major_mu": 0.4}, **common)
+        with pytest.raises(DatasetError, match="unknown assembly labels"):
+            w.add_galaxy(views, galaxy_id=1, assembly={"bogus": 1.0}, **common)
+    with MapDataset(out) as ds:
+        np.testing.assert_array_equal(ds.labels["last_major_mu"], [0.4, 0.4])
+        assert np.isnan(ds.labels["n_accretion_events"]).all()
+    with h5py.File(out, "a") as h5:  # what a file written before them looks like
+        for key in OPTIONAL_LABELS:
+            del h5[f"labels/{key}"]
+    with MapDataset(out) as ds:
+        assert len(ds) == 2 and "last_major_mu" not in ds.labels

@@ -131,3 +131,16 @@ def test_shipped_experiment_configs_load(name) -> None:
     path = Path(__file__).parents[1] / "configs" / f"{name}.toml"
     cfg = ExperimentConfig.from_toml(path)
     assert cfg.run.name
+
+
+def test_assembly_labels_are_targets_whose_boxes_hold_no_merger_values() -> None:
+    from sbi_exsitu.config.experiment import TARGET_BOUNDS, PosteriorSection
+    from sbi_exsitu.data.dataset import OPTIONAL_LABELS
+    from sbi_exsitu.data.mock.debris import NO_MAJOR_MERGER_GYR
+
+    section = PosteriorSection(targets=("f_ex", *OPTIONAL_LABELS))
+    assert section.targets[1:] == OPTIONAL_LABELS
+    # "No major merger" (13.8 Gyr, mu = 0) lies strictly inside the boxes.
+    lo, hi = TARGET_BOUNDS["last_major_lookback"]
+    assert lo < NO_MAJOR_MERGER_GYR < hi
+    assert TARGET_BOUNDS["last_major_mu"][0] < 0.0

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import sbi_exsitu.data.simulate as sim
 from sbi_exsitu.cli import app
-from sbi_exsitu.data.dataset import DatasetError, MapDataset
+from sbi_exsitu.data.dataset import OPTIONAL_LABELS, DatasetError, MapDataset
 from sbi_exsitu.data.simulate import SimulationConfig, simulate, views_for_fex
 from sbi_exsitu.schema import ConfigError
 
@@ -70,6 +70,8 @@ def test_dataset_has_balanced_views_and_exact_labels(serial_file: Path) -> None:
             particles, info = sim.draw_galaxy(cfg, g)
             assert f_ex == info["f_ex"] == pytest.approx(particles.f_ex, abs=1e-12)
             assert ds.labels["log_mstar"][sel][0] == pytest.approx(particles.log_mstar)
+            for key in OPTIONAL_LABELS:  # the merger-history summaries
+                assert np.all(ds.labels[key][sel] == info[key]), key
         assert set(ds.labels["model"]) == {"tng-like"}
         assert ds.attrs["simulation"]["simulate"]["seed"] == 3
         assert ds.render_config == cfg.render

@@ -51,6 +51,14 @@ __all__ = [
 TARGET_BOUNDS: dict[str, tuple[float, float]] = {
     "f_ex": (0.0, 1.0),
     "log_mstar": (9.5, 12.5),
+    # Assembly labels of mock galaxies (sbi_exsitu.data.mock.debris). "No major
+    # merger" is written as 13.8 Gyr and mu = 0, so the boxes reach a little
+    # beyond those values: the sigmoid bijection maps a bound itself to infinity.
+    "last_major_lookback": (0.0, 14.0),
+    "last_major_mu": (-0.01, 1.01),
+    "mean_merger_lookback": (0.0, 14.0),
+    "mean_merger_mu": (-0.01, 1.01),
+    "n_accretion_events": (-0.5, 40.5),
 }
 
 _DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")

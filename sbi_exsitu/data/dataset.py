@@ -11,6 +11,7 @@ One file per dataset (schema version :data:`SCHEMA_VERSION`)::
     /labels/view_id     (N,) int16, index of the camera in its polyhedron
     /labels/model       (N,) str, formation model or source ("tng-like", "TNG100")
     /labels/half_mass_radius (N,) float64, kpc
+    /labels/<assembly>  (N,) float64, optional (:data:`OPTIONAL_LABELS`, NaN = unknown)
     attrs: schema_version, render_config (JSON), n_complete, and free-form attrs
 
 Writes go to ``<name>.partial`` next to the target and are renamed over it only
@@ -43,7 +44,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ import h5py
 import numpy as np
 
 from sbi_exsitu.atomic import OutputLock, check_output_path
+from sbi_exsitu.data.mock.debris import ASSEMBLY_LABELS
 from sbi_exsitu.data.render import RenderConfig, RenderedViews
 from sbi_exsitu.data.splits import SPLIT_FRACTIONS, split_by_galaxy, subsample
 from sbi_exsitu.errors import DatasetError, SampleIndexError
@@ -58,6 +60,7 @@ from sbi_exsitu.errors import DatasetError, SampleIndexError
 __all__ = [
     "SCHEMA_VERSION",
     "LABELS",
+    "OPTIONAL_LABELS",
     "DatasetError",
     "DatasetWriter",
     "MapDataset",
@@ -68,6 +71,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 LABELS = ("f_ex", "log_mstar", "galaxy_id", "view_id", "model", "half_mass_radius")
+#: Merger-history labels (:mod:`sbi_exsitu.data.mock.debris`): read when present.
+OPTIONAL_LABELS = ASSEMBLY_LABELS
 _LABEL_DTYPES = {
     "f_ex": np.float64,
     "log_mstar": np.float64,
@@ -191,11 +196,11 @@ class DatasetWriter:
             compression="lzf",
             fletcher32=True,
         )
-        for key in LABELS:
+        for key in (*LABELS, *OPTIONAL_LABELS):
             h5.create_dataset(
                 f"labels/{key}",
                 (0,),
-                _LABEL_DTYPES[key],
+                _LABEL_DTYPES.get(key, np.float64),
                 maxshape=(None,),
                 chunks=(4096,),
             )
@@ -226,7 +231,9 @@ class DatasetWriter:
                     "the stored one (different settings than the interrupted run)"
                 )
         n_done = int(h5.attrs["n_complete"])
-        for name in ("maps", "exsitu", "mask", *(f"labels/{k}" for k in LABELS)):
+        names = ("maps", "exsitu", "mask", *(f"labels/{k}" for k in LABELS))
+        names += tuple(f"labels/{k}" for k in OPTIONAL_LABELS if f"labels/{k}" in h5)
+        for name in names:
             if h5[name].shape[0] != n_done:  # a galaxy half-written at the crash
                 h5[name].resize(n_done, axis=0)
         return h5
@@ -248,8 +255,12 @@ class DatasetWriter:
         half_mass_radius: float,
         model: str,
         view_ids: Sequence[int] | None = None,
+        assembly: Mapping[str, float] | None = None,
     ) -> None:
-        """Append all views of one galaxy, then mark them complete."""
+        """Append all views of one galaxy, then mark them complete.
+
+        ``assembly`` holds :data:`OPTIONAL_LABELS` values (missing ones are NaN).
+        """
         shape = (self.config.n_channels, self.config.resolution, self.config.resolution)
         if views.maps.shape[1:] != shape:
             raise DatasetError(
@@ -267,12 +278,18 @@ class DatasetWriter:
             "model": np.array([model] * v, dtype=object),
             "half_mass_radius": np.full(v, half_mass_radius, np.float64),
         }
+        assembly = dict(assembly or {})
+        if unknown := sorted(set(assembly) - set(OPTIONAL_LABELS)):
+            raise DatasetError(f"{self.path}: unknown assembly labels {unknown}")
+        optional = [k for k in OPTIONAL_LABELS if f"labels/{k}" in self._h5]
+        for k in optional:
+            labels[k] = np.full(v, assembly.get(k, np.nan), np.float64)
         h5 = self._h5
         for name, data in (
             ("maps", views.maps),
             ("exsitu", views.exsitu),
             ("mask", views.mask),
-            *((f"labels/{k}", labels[k]) for k in LABELS),
+            *((f"labels/{k}", labels[k]) for k in (*LABELS, *optional)),
         ):
             h5[name].resize(end, axis=0)
             h5[name][start:end] = data
@@ -369,6 +386,9 @@ class MapDataset:
                 if key == "model":
                     data = data.astype(str)
                 self.labels[key] = data
+            for key in OPTIONAL_LABELS:  # absent from files written before them
+                if f"labels/{key}" in self._h5:
+                    self.labels[key] = self._h5[f"labels/{key}"][:n]
         except (OSError, KeyError, ValueError) as err:
             raise DatasetError(f"{self.path}: cannot read labels: {err}") from None
         self._n = n

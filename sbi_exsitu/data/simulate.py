@@ -64,7 +64,7 @@ from tqdm.auto import tqdm
 
 from sbi_exsitu.atomic import check_output_path
 from sbi_exsitu.data.cameras import VIEW_COUNTS
-from sbi_exsitu.data.dataset import DatasetWriter
+from sbi_exsitu.data.dataset import OPTIONAL_LABELS, DatasetWriter
 from sbi_exsitu.data.mock import FormationModel, ModelError, get_model
 from sbi_exsitu.data.parallel import parallel_map
 from sbi_exsitu.data.particles import Particles
@@ -343,6 +343,7 @@ def simulate(
                     log_mstar=info["log_mstar"],
                     half_mass_radius=info["half_mass_radius"],
                     model=model.name,
+                    assembly={k: info[k] for k in OPTIONAL_LABELS if k in info},
                 )
                 n_views += len(result.views)
                 bar.update(1)

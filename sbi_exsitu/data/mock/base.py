@@ -6,12 +6,21 @@ per-particle
 ex-situ flag, plus a dict of the drawn galaxy parameters. Every galaxy has
 
 - an **in-situ** component: an exponential disc (rotation-supported, asymmetric drift)
-  plus a small Sérsic bulge, with inside-out ages and a negative metallicity
+  plus a Sérsic bulge of per-galaxy fraction B/T ~ U(0.02, 0.4) of the in-situ mass
+  (SDSS discs span B/T ≈ 0-0.5, Gadotti 2009) and a heated / kicked-out in-situ
+  halo of U(0, 0.1) of it (in the ex-situ spheroid's shape, populations of the inner
+  disc; in-situ haloes hold a few to tens of per cent of halo stars, Font et al.
+  2011, Cooper et al. 2015), with inside-out ages and a negative metallicity
   gradient; its metallicity follows a stellar mass–metallicity relation (MZR);
-- an **ex-situ** component: an extended Sérsic n≈3–4 spheroid, R_e,ex / R_e,in ≈ 2–4,
-  dispersion-supported (isotropic Jeans in the total potential, v/σ ≲ 0.3), older,
-  metal-poorer (MZR at the progenitor mass μ M*, with μ drawn per particle from the
-  major / minor / very-minor merger mix), with a roughly flat gradient;
+- an **ex-situ** component made of satellite **debris**
+  (:mod:`~sbi_exsitu.data.mock.debris`): a merger history (number, mass ratios from
+  the major / minor / very-minor mix, infall times), each satellite with its own
+  population (ages truncated at infall, MZR at its own mass) stripped along an
+  orbit in the galaxy's potential — old events phase-mixed into a halo, recent
+  ones streams and shells, some prograde in the disc plane. ``debris_fraction``
+  < 1 keeps part of it as the earlier smooth Sérsic n≈3–4 spheroid (R_e,ex / R_e,in
+  ≈ 2–4, isotropic Jeans, v/σ ≲ 0.3, MZR at a per-particle progenitor mass);
+  ``info`` carries the ERGO-ML assembly labels (Eisert et al. 2023);
 - an NFW **dark halo** (Moster+13 stellar-to-halo mass relation, Dutton & Macciò 2014
   concentrations) that enters the potential only;
 - a random 3D orientation.
@@ -52,8 +61,21 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from sbi_exsitu.data.mock._sampling import (
+    Z_SUN,
+    SeedLike,
+    _child,
+    _streams,
+    phase_space,
+    populations,
+)
+from sbi_exsitu.data.mock.debris import (
+    AccretionHistory,
+    OrbitRecipe,
+    assembly_summaries,
+    draw_history,
+)
 from sbi_exsitu.data.mock.parameters import (
     GRAVITY_FIELDS,
     POPULATION_FIELDS,
@@ -65,9 +87,6 @@ from sbi_exsitu.data.mock.profiles import (
     ExponentialDisc,
     GalaxyStructure,
     Sersic,
-    cylindrical_to_cartesian,
-    disc_kinematics,
-    sample_spheroid,
 )
 from sbi_exsitu.data.particles import Particles
 
@@ -80,11 +99,6 @@ __all__ = [
     "Z_SUN",
     "SeedLike",
 ]
-
-#: Solar metal mass fraction in the paper's convention (001, Asplund+09).
-Z_SUN = 0.0127
-
-SeedLike = int | np.random.SeedSequence
 
 
 @dataclass(frozen=True)
@@ -128,14 +142,20 @@ class FormationModel:
     disc_re_logm_pivot: float = 10.5
     #: Slope dlog r_e / dlog M_in (late types, Shen+03 / van der Wel+14 ≈ 0.25).
     disc_re_slope: float = 0.25
-    #: Log-normal scatter of the disc size (dex).
-    disc_re_scatter_dex: float = 0.1
+    #: Log-normal scatter of the disc size (dex); late types scatter by
+    #: σ(log R_e) ≈ 0.16-0.19 dex at fixed mass (van der Wel+14).
+    disc_re_scatter_dex: float = 0.18
     #: Disc thickness z0 / R_d, uniform prior.
     disc_thickness_range: tuple[float, float] = (0.1, 0.25)
     #: sigma_z / sigma_R of the disc (solar neighbourhood ≈ 0.5–0.6).
     disc_sigma_z_over_r: float = 0.6
-    #: Fraction of the in-situ mass in a compact bulge (in-situ, dispersion-supported).
-    bulge_fraction: float = 0.1
+    #: Fraction of the in-situ mass in a compact bulge, uniform prior per galaxy
+    #: (in-situ, dispersion-supported; SDSS discs span B/T ≈ 0-0.5, Gadotti 2009).
+    bulge_fraction_range: tuple[float, float] = (0.02, 0.4)
+    #: Fraction of the in-situ mass heated or kicked out into a spheroidal in-situ
+    #: halo (shape of the ex-situ spheroid), uniform prior per galaxy; in-situ
+    #: haloes hold a few to tens of per cent of halo stars (Font+11, Cooper+15).
+    insitu_halo_fraction_range: tuple[float, float] = (0.0, 0.1)
     #: Bulge R_e / disc R_e.
     bulge_re_ratio: float = 0.2
     #: Bulge Sérsic index.
@@ -167,6 +187,37 @@ class FormationModel:
     merger_class_fractions: tuple[float, ...] = (0.5, 0.2, 0.3)
     #: log10 mass-ratio bin edges of those classes (1, 1/4, 1/10, 1/100).
     merger_log_mu_edges: tuple[float, ...] = (0.0, -0.6, -1.0, -2.0)
+    #: Dirichlet concentration of a galaxy's class shares around those means.
+    merger_class_concentration: float = 4.0
+    #: Fraction of the ex-situ stars that arrive as orbit-integrated satellite
+    #: debris (:mod:`~sbi_exsitu.data.mock.debris`); the rest is the smooth Sérsic
+    #: spheroid (0 = the smooth-spheroid world of earlier versions).
+    debris_fraction: float = 1.0
+    #: Infall lookback time = infall_max_gyr Beta(a, b) (mean ≈ 7.7 Gyr, z ≈ 1).
+    infall_beta: tuple[float, float] = (2.0, 1.3)
+    #: Scale of that Beta variable (Gyr).
+    infall_max_gyr: float = 12.5
+    #: Host mass at lookback t = M* 10^(-g t); mass ratios are taken at infall
+    #: (half of today's mass at z ≈ 1, van Dokkum+13).
+    host_growth_dex_per_gyr: float = 0.04
+    #: Debris apocentre of a mu = 1 satellite, in in-situ R_e (Amorisco 2017).
+    debris_apo_re: float = 2.0
+    #: Apocentre ∝ mu^-slope: massive satellites deposit their stars deeper.
+    debris_apo_mu_slope: float = 0.35
+    #: Log-normal scatter of the apocentre (dex).
+    debris_apo_scatter_dex: float = 0.2
+    #: Tangential speed at apocentre / V_c, uniform prior (low = shells).
+    debris_kappa_range: tuple[float, float] = (0.05, 0.6)
+    #: Probability that an event is prograde within 25 deg of the disc plane
+    #: (accreted discs in about a third of Auriga haloes, Gómez+17).
+    disc_plane_merger_fraction: float = 0.15
+    #: Integration-time cap in apocentric periods (streams are mixed by then).
+    debris_max_orbits: float = 8.0
+    #: Leapfrog steps per tracer orbit (480 keep the median, 90th and 99th
+    #: percentile debris radii within ~7% of 2000-step runs).
+    debris_steps: int = 480
+    #: Integrated tracer orbits per galaxy, each read at many times.
+    debris_tracers: int = 512
 
     # --- stellar populations ------------------------------------------------
     #: Age shift of all stars (Gyr); TNG galaxies are younger than EAGLE's (001).
@@ -234,16 +285,22 @@ class FormationModel:
     def structure(self, info: dict[str, Any]) -> GalaxyStructure:
         """Rebuild the analytic mass model of a galaxy from its ``draw`` info."""
         # Component masses from the particle counts, so the model is exact.
+        # The debris is a potential proxy: its mass is put in the Sérsic spheroid,
+        # and so is the in-situ halo, which shares its shape.
         m_p = info["particle_mass"]
-        m_ex, m_bulge = info["n_exsitu"] * m_p, info["n_bulge"] * m_p
-        m_disc = (info["n_particles"] - info["n_exsitu"] - info["n_bulge"]) * m_p
+        n_halo = info.get("n_insitu_halo", 0)
+        m_sph = (info["n_exsitu"] + n_halo) * m_p
+        m_bulge = info["n_bulge"] * m_p
+        m_disc = (
+            info["n_particles"] - info["n_exsitu"] - info["n_bulge"] - n_halo
+        ) * m_p
         r_d = info["r_e_insitu"] / 1.678  # projected half-mass of an exponential
         return GalaxyStructure(
             disc=ExponentialDisc(m_disc, r_d, info["disc_z0"]),
             bulge=Sersic(
                 m_bulge, self.bulge_re_ratio * info["r_e_insitu"], self.bulge_sersic_n
             ),
-            spheroid=Sersic(m_ex, info["r_e_exsitu"], info["sersic_n_exsitu"]),
+            spheroid=Sersic(m_sph, info["r_e_exsitu"], info["sersic_n_exsitu"]),
             halo=NFW(10.0 ** info["log_mhalo"], info["halo_concentration"]),
         )
 
@@ -276,28 +333,34 @@ class FormationModel:
         Returns:
             ``(particles, info)``; ``info`` holds the drawn galaxy parameters
             (``log_mstar``, ``f_ex`` (measured, exact), ``f_ex_target``,
-            ``r_e_insitu``, ``r_e_exsitu``, ``log_mhalo``, ...), all JSON-ready.
+            ``r_e_insitu``, ``r_e_exsitu``, ``log_mhalo``, ...) and the merger
+            history's :data:`~sbi_exsitu.data.mock.debris.ASSEMBLY_LABELS`, all
+            JSON-ready.
 
         Raises:
             ModelError: ``log_mstar`` or ``f_ex`` outside their physical range.
         """
         s_prior, s_struct, s_pop = _streams(seed)
         info = self._draw_prior(s_prior, log_mstar, f_ex)
-        n_tot, n_ex, n_bulge = self._particle_counts(info)
+        n_tot, n_ex = self._particle_counts(info)
         m_particle = 10.0 ** info["log_mstar_target"] / n_tot
-        f_meas = n_ex / n_tot
         info.update(
             n_particles=n_tot,
             n_exsitu=n_ex,
-            n_bulge=n_bulge,
             particle_mass=m_particle,
-            f_ex=f_meas,
+            f_ex=n_ex / n_tot,
             log_mstar=info["log_mstar_target"],
         )
         info.update(self._draw_structure_params(s_struct, info))
+        n_in = n_tot - n_ex
+        info["n_bulge"] = int(round(info["bulge_fraction"] * n_in))
+        info["n_insitu_halo"] = int(round(info["insitu_halo_fraction"] * n_in))
+        history = self._history(s_struct, info)
         struct = self.structure(info)
-        pos, vel, cyl_r, is_ex = self._phase_space(s_struct, struct, info)
-        age, z = self._populations(s_pop, info, cyl_r, is_ex, pos)
+        pos, vel, cyl_r, is_ex, event = phase_space(
+            self, s_struct, struct, info, history
+        )
+        age, z = populations(self, s_pop, info, cyl_r, is_ex, pos, event, history)
         particles = Particles(
             pos=pos,
             vel=vel,
@@ -329,14 +392,12 @@ class FormationModel:
             raise ModelError(f"f_ex={f_ex} is outside [0, 1]")
         return {"log_mstar_target": float(log_mstar), "f_ex_target": float(f_ex)}
 
-    def _particle_counts(self, info: dict[str, Any]) -> tuple[int, int, int]:
+    def _particle_counts(self, info: dict[str, Any]) -> tuple[int, int]:
         n_ideal = 10.0 ** info["log_mstar_target"] / self.particle_mass
         # The cap wins over the floor, so setting only max_particles always works.
         floor = min(self.min_particles, self.max_particles)
         n_tot = int(np.clip(round(n_ideal), floor, self.max_particles))
-        n_ex = int(round(info["f_ex_target"] * n_tot))
-        n_bulge = int(round(self.bulge_fraction * (n_tot - n_ex)))
-        return n_tot, n_ex, n_bulge
+        return n_tot, int(round(info["f_ex_target"] * n_tot))
 
     def _draw_structure_params(
         self, ss: np.random.SeedSequence, info: dict[str, Any]
@@ -368,110 +429,42 @@ class FormationModel:
             "exsitu_spin": float(rng.uniform(*self.exsitu_spin_range)),
             "log_mhalo": float(log_mh),
             "halo_concentration": float(10.0**log_c),
+            "bulge_fraction": float(rng.uniform(*self.bulge_fraction_range)),
+            "insitu_halo_fraction": float(
+                rng.uniform(*self.insitu_halo_fraction_range)
+            ),
         }
 
-    def _phase_space(
-        self, ss: np.random.SeedSequence, struct: GalaxyStructure, info: dict[str, Any]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(_child(ss, 1))
-        n_ex, n_bulge = info["n_exsitu"], info["n_bulge"]
-        n_disc = info["n_particles"] - n_ex - n_bulge
-        # Disc: inverse-CDF radii and heights, Gaussian (Schwarzschild) velocities.
-        radius, z = struct.disc.sample(rng.random(n_disc), rng.random(n_disc))
-        phi = rng.uniform(0.0, 2.0 * np.pi, n_disc)
-        kin = disc_kinematics(
-            struct.disc, struct.enclosed, radius, self.disc_sigma_z_over_r
+    def _history(
+        self, ss: np.random.SeedSequence, info: dict[str, Any]
+    ) -> AccretionHistory:
+        """The galaxy's satellites; their summaries go into ``info``."""
+        m_star = 10.0 ** info["log_mstar"]
+        history = draw_history(
+            np.random.default_rng(_child(ss, 2)),
+            info["f_ex"] * m_star,
+            m_star,
+            class_fractions=self.merger_class_fractions,
+            log_mu_edges=self.merger_log_mu_edges,
+            concentration=self.merger_class_concentration,
+            infall_beta=self.infall_beta,
+            infall_max_gyr=self.infall_max_gyr,
+            host_growth_dex_per_gyr=self.host_growth_dex_per_gyr,
         )
-        v_r = kin["sigma_r"] * rng.standard_normal(n_disc)
-        v_phi = kin["v_phi"] + kin["sigma_phi"] * rng.standard_normal(n_disc)
-        v_z = kin["sigma_z"] * rng.standard_normal(n_disc)
-        disc = cylindrical_to_cartesian(radius, phi, z, v_r, v_phi, v_z)
-        bulge = sample_spheroid(rng, struct.bulge, struct.enclosed, n_bulge, spin=0.0)
-        halo = sample_spheroid(
-            rng, struct.spheroid, struct.enclosed, n_ex, spin=info["exsitu_spin"]
+        info.update(assembly_summaries(history))
+        info["n_debris"] = int(round(self.debris_fraction * info["n_exsitu"]))
+        return history
+
+    def orbit_recipe(self) -> OrbitRecipe:
+        """The debris orbit and stripping parameters of this model."""
+        return OrbitRecipe(
+            apo_re=self.debris_apo_re,
+            apo_mu_slope=self.debris_apo_mu_slope,
+            apo_scatter_dex=self.debris_apo_scatter_dex,
+            kappa_range=self.debris_kappa_range,
+            disc_plane_fraction=self.disc_plane_merger_fraction,
+            max_orbits=self.debris_max_orbits,
+            steps=int(self.debris_steps),
+            snapshots=max(int(self.debris_steps) // 4, 1),
+            tracers=int(self.debris_tracers),
         )
-        pos = np.concatenate([disc[0], bulge[0], halo[0]])
-        vel = np.concatenate([disc[1], bulge[1], halo[1]])
-        is_ex = np.zeros(len(pos), dtype=bool)
-        is_ex[n_disc + n_bulge :] = True
-        cyl_r = np.hypot(pos[:, 0], pos[:, 1])  # galaxy frame, before rotation
-        # Uniform random rotation: a normalised Gaussian quaternion.
-        rot = Rotation.from_quat(rng.standard_normal(4)).as_matrix()
-        return pos @ rot.T, vel @ rot.T, cyl_r, is_ex
-
-    def _populations(
-        self,
-        ss: np.random.SeedSequence,
-        info: dict[str, Any],
-        cyl_r: np.ndarray,
-        is_ex: np.ndarray,
-        pos: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(ss)
-        n = len(is_ex)
-        r_e_in, r_e_ex = info["r_e_insitu"], info["r_e_exsitu"]
-        g_in = rng.uniform(*self.insitu_z_gradient_inner_range)
-        g_out = rng.uniform(*self.insitu_z_gradient_outer_range)
-        info.update(z_gradient_inner=float(g_in), z_gradient_outer=float(g_out))
-        x_in = cyl_r / r_e_in
-        # In-situ: inside-out ages, broken-power metallicity profile around the MZR.
-        age_c = self.insitu_age_pivot_gyr + self.insitu_age_slope * (
-            info["log_mstar"] - 10.5
-        )
-        age = age_c + self.insitu_age_gradient * x_in
-        # Anchored at R_e,in, where a disc's metallicity is its mean (the MZR).
-        brk = self.insitu_z_break
-        log_z = self.mzr(info["log_mstar"]) + _broken_profile(x_in, brk, g_in, g_out)
-        log_z -= _broken_profile(np.float64(1.0), brk, g_in, g_out)
-        # Ex-situ: old, MZR of the progenitor (mass ratio mu per particle).
-        n_ex = int(is_ex.sum())
-        age[is_ex] = rng.uniform(*self.exsitu_age_range, n_ex)
-        log_mu = _draw_log_mu(
-            rng, n_ex, self.merger_class_fractions, self.merger_log_mu_edges
-        )
-        r_ex = np.sqrt(np.einsum("ij,ij->i", pos[is_ex], pos[is_ex])) / r_e_ex
-        log_z[is_ex] = (
-            self.mzr(info["log_mstar"] + log_mu)
-            + self.exsitu_z_offset_dex
-            + self.exsitu_z_gradient * r_ex
-        )
-        age = age + self.age_offset_gyr + self.age_scatter_gyr * rng.standard_normal(n)
-        age = np.clip(age, 0.1, self.age_max_gyr)
-        log_z = log_z + self.z_scatter_dex * rng.standard_normal(n)
-        return age, Z_SUN * 10.0**log_z
-
-
-# ---------------------------------------------------------------------- helpers
-def _streams(seed: SeedLike) -> tuple[np.random.SeedSequence, ...]:
-    """Three independent, reproducible child streams of ``seed``."""
-    if isinstance(seed, np.random.SeedSequence):
-        root = seed
-    elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        root = np.random.SeedSequence(int(seed))
-    else:
-        raise ModelError(f"seed must be an int or a SeedSequence, got {seed!r}")
-    return tuple(_child(root, k) for k in range(3))
-
-
-def _child(ss: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
-    # Explicit spawn keys: unlike ss.spawn(), repeatable on the same object.
-    return np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, k))
-
-
-def _broken_profile(
-    x: np.ndarray, brk: float, inner: float, outer: float
-) -> np.ndarray:
-    """Piecewise-linear profile: slope ``inner`` below ``brk``, ``outer`` above."""
-    return inner * np.minimum(x, brk) + outer * np.maximum(x - brk, 0.0)
-
-
-def _draw_log_mu(
-    rng: np.random.Generator,
-    n: int,
-    fractions: tuple[float, ...],
-    edges: tuple[float, ...],
-) -> np.ndarray:
-    """log10 progenitor mass ratios: class by mass fraction, log-uniform within."""
-    cls = rng.choice(len(fractions), size=n, p=np.asarray(fractions) / sum(fractions))
-    hi, lo = np.asarray(edges[:-1]), np.asarray(edges[1:])
-    return lo[cls] + (hi[cls] - lo[cls]) * rng.random(n)

@@ -39,7 +39,8 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "disc_re_scatter_dex": (0.0, 1.0),
     "disc_thickness_range": (0.01, 1.0),
     "disc_sigma_z_over_r": (0.05, 2.0),
-    "bulge_fraction": (0.0, 0.9),
+    "bulge_fraction_range": (0.0, 0.9),
+    "insitu_halo_fraction_range": (0.0, 0.5),
     "bulge_re_ratio": (0.01, 2.0),
     "bulge_sersic_n": (0.5, 10.0),
     "exsitu_sersic_n_range": (0.5, 10.0),
@@ -55,6 +56,19 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "conc_scatter_dex": (0.0, 1.0),
     "merger_class_fractions": (0.0, 1.0),
     "merger_log_mu_edges": (-5.0, 0.0),
+    "merger_class_concentration": (0.01, 1e4),
+    "debris_fraction": (0.0, 1.0),
+    "infall_beta": (0.1, 20.0),
+    "infall_max_gyr": (0.1, 13.7),
+    "host_growth_dex_per_gyr": (0.0, 0.5),
+    "debris_apo_re": (0.05, 100.0),
+    "debris_apo_mu_slope": (0.0, 2.0),
+    "debris_apo_scatter_dex": (0.0, 1.0),
+    "debris_kappa_range": (0.0, 1.5),
+    "disc_plane_merger_fraction": (0.0, 1.0),
+    "debris_max_orbits": (0.1, 1000.0),
+    "debris_steps": (1, 100_000),
+    "debris_tracers": (1, 1_000_000),
     "age_offset_gyr": (-5.0, 5.0),
     "insitu_age_pivot_gyr": (0.1, 13.8),
     "insitu_age_slope": (-5.0, 5.0),
@@ -78,11 +92,16 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 GRAVITY_FIELDS: tuple[str, ...] = (
     "log_mstar_range", "particle_mass", "max_particles", "min_particles",
     "disc_re_kpc", "disc_re_logm_pivot", "disc_re_slope", "disc_re_scatter_dex",
-    "disc_thickness_range", "disc_sigma_z_over_r", "bulge_fraction",
+    "disc_thickness_range", "disc_sigma_z_over_r", "bulge_fraction_range",
+    "insitu_halo_fraction_range",
     "bulge_re_ratio", "bulge_sersic_n", "exsitu_sersic_n_range",
     "exsitu_re_ratio_range", "exsitu_spin_range", "shmr_norm", "shmr_log_m1",
     "shmr_beta", "shmr_gamma", "halo_scatter_dex", "conc_a", "conc_b",
     "conc_scatter_dex", "merger_class_fractions", "merger_log_mu_edges",
+    "merger_class_concentration", "debris_fraction", "infall_beta",
+    "infall_max_gyr", "host_growth_dex_per_gyr", "debris_apo_re", "debris_apo_mu_slope",
+    "debris_apo_scatter_dex", "debris_kappa_range", "disc_plane_merger_fraction",
+    "debris_max_orbits", "debris_steps", "debris_tracers",
 )  # fmt: skip
 #: Parameters in which models may differ: stellar populations and f_ex–M*.
 POPULATION_FIELDS: tuple[str, ...] = tuple(
@@ -117,7 +136,7 @@ def validate_model(model: FormationModel) -> None:
                     f"{where}: parameter '{f.name}' = {value!r} must be a pair "
                     "(low, high) with low <= high"
                 )
-    for key in ("max_particles", "min_particles"):
+    for key in ("max_particles", "min_particles", "debris_steps", "debris_tracers"):
         if int(getattr(model, key)) != getattr(model, key):
             raise ModelError(f"{where}: parameter '{key}' must be an integer")
     fr, edges = model.merger_class_fractions, model.merger_log_mu_edges

@@ -5,6 +5,16 @@ Every module of :mod:`sbi_exsitu.data.mock` (other than the shared ``base``,
 model class with the :func:`register_model` decorator. A model's parameters are
 overridable by keyword (from a config's ``[model]`` table).
 
+Third-party packages add models through the entry-point group
+:data:`ENTRY_POINT_GROUP`; each entry point names a :class:`FormationModel`
+subclass, registered under the entry point's name on first use, e.g. in the
+plug-in's ``pyproject.toml``::
+
+    [project.entry-points."sbi_exsitu.formation_models"]
+    my-model = "my_package.models:MyModel"
+
+after which ``model = "my-model"`` works in ``[simulate]``.
+
 Example:
     >>> from sbi_exsitu.data.mock import get_model
     >>> get_model("tng-like", max_particles=5000).max_particles
@@ -21,13 +31,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import importlib.metadata
 import pkgutil
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sbi_exsitu.data.mock.base import FormationModel, ModelError
 
-__all__ = ["register_model", "get_model", "available_models"]
+__all__ = ["register_model", "get_model", "available_models", "ENTRY_POINT_GROUP"]
+
+#: Entry-point group through which installed packages register formation models.
+ENTRY_POINT_GROUP = "sbi_exsitu.formation_models"
 
 M = TypeVar("M", bound=type[FormationModel])
 
@@ -67,7 +81,26 @@ def _discover() -> None:
     for info in pkgutil.iter_modules(package.__path__):
         if info.name not in _SHARED_MODULES and not info.name.startswith("_"):
             importlib.import_module(f"{package.__name__}.{info.name}")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        _load_entry_point(ep)
     _discovered = True
+
+
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> None:
+    """Register the model class an installed package names in its entry point."""
+    dist = getattr(ep.dist, "name", None) or "an installed package"
+    where = f"entry point '{ep.name} = {ep.value}' ({ENTRY_POINT_GROUP}, from {dist})"
+    try:
+        cls = ep.load()
+    except Exception as err:  # a broken plug-in must name itself, not crash later
+        raise ModelError(
+            f"{where} cannot be loaded: {type(err).__name__}: {err}; fix or "
+            "uninstall that package"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, FormationModel)):
+        raise ModelError(f"{where} is {cls!r}, expected a FormationModel subclass")
+    if _MODELS.get(ep.name) is not cls:
+        register_model(ep.name)(cls)
 
 
 def available_models() -> list[str]:

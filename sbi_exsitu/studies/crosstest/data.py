@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sbi_exsitu.config.experiment import ExperimentConfig
-from sbi_exsitu.data.dataset import DatasetWriter, MapDataset
+from sbi_exsitu.data.dataset import OPTIONAL_LABELS, DatasetWriter, MapDataset
 from sbi_exsitu.data.render import CHANNELS, RenderedViews
 from sbi_exsitu.errors import DatasetError
 from sbi_exsitu.studies.crosstest.grid import (
@@ -113,6 +113,7 @@ def _copy_galaxies(
                 half_mass_radius=float(lab["half_mass_radius"][0]),
                 model=str(lab["model"][0]),
                 view_ids=lab["view_id"],
+                assembly={k: float(lab[k][0]) for k in OPTIONAL_LABELS if k in lab},
             )
     except BaseException:
         if own:
