@@ -103,16 +103,15 @@ def test_neighbour_targets_and_shift_columns() -> None:
     z = np.array([[2.0, 0.0], [-2.0, 0.0]])
     nn = det.neighbour_targets(z)
     assert nn[0] > 0.65 and nn[1] < 0.35  # neighbours' f_ex, not the global mean
-    from types import SimpleNamespace
-
-    # A posterior whose "embedding net" is the identity: z are its embeddings.
-    ident = SimpleNamespace(
-        estimators=[SimpleNamespace(embedding_net=torch.nn.Identity())]
-    )
-    cols = det.columns(ident, z, median=np.array([0.7, 0.7]))
-    np.testing.assert_allclose(cols["misspec_shift"], 0.7 - nn, atol=1e-6)
+    res = det.score_embeddings(z)
+    np.testing.assert_allclose(res.neighbour_f_ex, nn)
+    score, p_value, flag = res  # still unpacks as before
+    cols = res.to_columns(median=np.array([0.7, 0.7]))
+    np.testing.assert_allclose(cols["misspec_shift"], 0.7 - nn)
+    np.testing.assert_allclose(cols["misspec_nn_f_ex"], nn)
     assert {"misspec_score", "misspec_pvalue", "misspec_flag"} <= set(cols)
     bare = MisspecificationDetector.from_embeddings(ref, ref[:20], method="knn")
+    assert "misspec_nn_f_ex" not in bare.score_embeddings(z).to_columns()
     with pytest.raises(ValueError, match="no reference f_ex"):
         bare.neighbour_targets(z)
 
@@ -229,6 +228,7 @@ def test_predict_reports_flags_and_stores_the_detector(shifted_run) -> None:
     )
     rows = list(csv.DictReader(out.open()))
     assert {"misspec_score", "misspec_pvalue", "misspec_flag"} <= set(rows[0])
+    assert "misspec_nn_f_ex" in rows[0]  # the default stores the reference f_ex
     assert {r["misspec_flag"] for r in rows} <= {"0", "1"}
     assert (result.run_dir / DETECTOR_DIR / "detector.json").is_file()
     det = MisspecificationDetector.for_run(result.posterior, run_dir=result.run_dir)
@@ -238,6 +238,14 @@ def test_predict_reports_flags_and_stores_the_detector(shifted_run) -> None:
     assert det.reference_targets is not None
     for name in ("features_components.npy", "flow.pt", "reference_targets.npy"):
         assert (result.run_dir / DETECTOR_DIR / name).is_file()
+    # A cached detector of another space/score is refitted, not silently reused.
+    old = MisspecificationDetector.for_run(
+        result.posterior, run_dir=result.run_dir, features="embedding", method="knn"
+    )
+    assert (old.features, old.method) == ("embedding", "knn")
+    assert MisspecificationDetector.load(result.run_dir).features == "embedding"
+    new = MisspecificationDetector.for_run(result.posterior, run_dir=result.run_dir)
+    assert (new.features, new.method) == ("profile", "flow")
     out2 = predict(
         result.run_dir,
         shifted,

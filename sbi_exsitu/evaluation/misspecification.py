@@ -14,8 +14,7 @@ with the training set in one of two kinds of space (``features``):
   eagle-like from tng-like maps with ROC AUC 0.38-0.71 where the radial profiles
   reached 0.91-0.999 (``benchmarks/misspecification.py``, docs/crosstest.md).
 
-In that space (each feature standardised with the reference mean and standard
-deviation) the **score** of an observation ``z`` is (``method``):
+In that space (standardised per feature) the **score** of ``z`` is (``method``):
 
 * ``"flow"`` (the default): the two-sided typicality ``|log q(z) - median|`` of a
   zuko flow ``q`` fitted to the reference
@@ -29,13 +28,13 @@ in-distribution (validation) maps, ``(1 + #{s_val >= s}) / (n_val + 1)``: for ma
 from the training distribution it is uniform, so flagging ``p < alpha`` raises
 false alarms at rate ``alpha`` by construction, whatever the score.
 
-**How far off?** :meth:`MisspecificationDetector.neighbour_targets` gives the mean
-true f_ex of the ``k`` training maps nearest to an observation in the detector's
-space; ``posterior median - neighbour f_ex`` (the ``misspec_shift`` column of
-:meth:`MisspecificationDetector.columns`) estimates the posterior's error on that
-galaxy: for an in-distribution galaxy it is a k-NN regression residual, for a
-flagged one it says how far the posterior has moved from what look-alike
-training galaxies hold.
+**How far off?** Scores carry ``neighbour_f_ex``, the mean true f_ex of the ``k``
+training maps nearest to the observation in the detector's space (column
+``misspec_nn_f_ex``); ``posterior median - misspec_nn_f_ex`` (``misspec_shift``,
+:meth:`MisspecificationScores.to_columns` given the median) says how far the
+posterior has moved from what look-alike training galaxies hold. It has the sign
+of the real error but several times its size (benchmarks/misspecification.py):
+a warning, not a correction.
 
 For a whole set, :meth:`MisspecificationDetector.set_test` runs sbi's MMD test.
 
@@ -66,7 +65,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +79,12 @@ from sbi_exsitu.evaluation.map_features import (
     MapFeatures,
     embed,
 )
-from sbi_exsitu.evaluation.novelty import conformal_pvalues, roc_auc, set_mmd_test
+from sbi_exsitu.evaluation.novelty import (
+    MisspecificationScores,
+    conformal_pvalues,
+    roc_auc,
+    set_mmd_test,
+)
 from sbi_exsitu.runs import RunDirectory
 
 __all__ = [
@@ -105,28 +109,6 @@ METHODS = ("flow", "knn", "mmd")
 #: The defaults, chosen by benchmarks/misspecification.py (issue #17).
 DEFAULT_FEATURES = "profile"
 DEFAULT_METHOD = "flow"
-
-
-class MisspecificationScores(NamedTuple):
-    """Per-observation results; unpacks as ``score, p_value, flag = ...``.
-
-    Attributes:
-        score: ``(n,)`` novelty score (higher = less like the training set).
-        p_value: ``(n,)`` conformal p-value against in-distribution maps.
-        flag: ``(n,)`` ``p_value < alpha``.
-    """
-
-    score: np.ndarray
-    p_value: np.ndarray
-    flag: np.ndarray
-
-    def to_columns(self, prefix: str = "misspec_") -> dict[str, np.ndarray]:
-        """Flat ``{column: (n,) array}`` for prediction tables."""
-        return {
-            f"{prefix}score": self.score,
-            f"{prefix}pvalue": self.p_value,
-            f"{prefix}flag": self.flag.astype(np.int8),
-        }
 
 
 @dataclass
@@ -299,9 +281,10 @@ class MisspecificationDetector:
     ) -> MisspecificationDetector:
         """The detector of a run: loaded if saved, else fitted from ``splits.json``.
 
-        The saved detector is only a cache: a damaged one is refitted (with a
-        warning), and one that cannot be saved (a read-only run directory) is
-        used without saving (with a warning).
+        The saved detector is only a cache: one of other ``features`` or
+        ``method`` than asked for (the defaults unless given) is refitted, a
+        damaged one too (with a warning), and one that cannot be saved (a
+        read-only run directory) is used without saving (with a warning).
 
         Raises:
             DetectorUnavailableError: no usable saved detector, and the run's
@@ -309,9 +292,16 @@ class MisspecificationDetector:
         """
         run_dir = Path(run_dir if run_dir is not None else posterior.run_dir)
         saved = run_dir / DETECTOR_DIR / "detector.json"
+        want = (
+            fit_kwargs.get("features", DEFAULT_FEATURES),
+            fit_kwargs.get("method", DEFAULT_METHOD),
+        )
         if saved.is_file():
             try:
-                return cls.load(run_dir)
+                det = cls.load(run_dir)
+                # Another space or score (e.g. a pre-#17 embedding k-NN): refit.
+                if (det.features, det.method) == want:
+                    return det
             # np.load raises EOFError on an empty .npy, json ValueError on a
             # truncated .json: either way the cache is damaged (a damaged flow
             # state dict raises StateFileError, an OSError).
@@ -371,10 +361,7 @@ class MisspecificationDetector:
         maps: np.ndarray | MapDataset,
         indices: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Raw features of maps in the detector's space (embedding or map features).
-
-        ``posterior`` is only used (its embedding nets) if ``features="embedding"``.
-        """
+        """Raw features of maps in the detector's space (``posterior``: embeddings)."""
         if self.map_features is None:
             return embed(posterior, maps, indices)
         return self.map_features.transform(maps, indices)
@@ -409,7 +396,10 @@ class MisspecificationDetector:
         """Score raw (unstandardised) features."""
         score = self._raw_scores(self.standardize(embeddings))
         p = conformal_pvalues(score, self.calibration_scores)
-        return MisspecificationScores(score=score, p_value=p, flag=p < self.alpha)
+        nn = None
+        if self.reference_targets is not None and len(score):
+            nn = self.neighbour_targets(embeddings)
+        return MisspecificationScores(score, p, p < self.alpha, nn)
 
     def score(
         self,
@@ -428,8 +418,7 @@ class MisspecificationDetector:
         """Mean true f_ex of the ``k`` nearest reference maps of each observation.
 
         Raises:
-            ValueError: the detector holds no reference targets (fitted from bare
-                embeddings, or saved in format 1).
+            ValueError: no reference targets (bare embeddings, or format 1).
         """
         if self.reference_targets is None:
             raise ValueError(
@@ -441,22 +430,6 @@ class MisspecificationDetector:
             self.k, dim=1, largest=False
         )
         return self.reference_targets[nn.indices.numpy()].mean(axis=1)
-
-    def columns(
-        self,
-        posterior: Any,
-        maps: np.ndarray | MapDataset,
-        median: np.ndarray | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Prediction-table columns: score, p-value, flag and (given the posterior
-        medians of f_ex and stored reference targets) ``misspec_nn_f_ex`` and
-        ``misspec_shift = median - misspec_nn_f_ex`` (see the module doc)."""
-        z = self.represent(posterior, maps)
-        cols = self.score_embeddings(z).to_columns()
-        if median is not None and self.reference_targets is not None:
-            nn = self.neighbour_targets(z)
-            cols |= {"misspec_nn_f_ex": nn, "misspec_shift": np.asarray(median) - nn}
-        return cols
 
     def set_test(
         self,

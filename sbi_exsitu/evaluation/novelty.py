@@ -1,14 +1,55 @@
 """Novelty statistics of the misspecification detector: conformal p-values, ROC AUC,
-sbi's set-level MMD test.
+sbi's set-level MMD test, and the per-observation result type.
 
 Re-exported by :mod:`sbi_exsitu.evaluation.misspecification`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["conformal_pvalues", "roc_auc", "set_mmd_test"]
+__all__ = ["MisspecificationScores", "conformal_pvalues", "roc_auc", "set_mmd_test"]
+
+
+@dataclass(frozen=True)
+class MisspecificationScores:
+    """Per-observation results; unpacks as ``score, p_value, flag = ...``.
+
+    Attributes:
+        score: ``(n,)`` novelty score (higher = less like the training set).
+        p_value: ``(n,)`` conformal p-value against in-distribution maps.
+        flag: ``(n,)`` ``p_value < alpha``.
+        neighbour_f_ex: ``(n,)`` mean true f_ex of the nearest training maps
+            (``MisspecificationDetector.neighbour_targets``), or None.
+    """
+
+    score: np.ndarray
+    p_value: np.ndarray
+    flag: np.ndarray
+    neighbour_f_ex: np.ndarray | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.score, self.p_value, self.flag))
+
+    def to_columns(
+        self, prefix: str = "misspec_", median: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Flat ``{column: (n,) array}`` for prediction tables; with the neighbours'
+        f_ex also ``nn_f_ex`` and (given the posterior ``median`` of f_ex)
+        ``shift = median - nn_f_ex``."""
+        cols = {
+            f"{prefix}score": self.score,
+            f"{prefix}pvalue": self.p_value,
+            f"{prefix}flag": self.flag.astype(np.int8),
+        }
+        if self.neighbour_f_ex is not None:
+            cols[f"{prefix}nn_f_ex"] = self.neighbour_f_ex
+            if median is not None:
+                cols[f"{prefix}shift"] = np.asarray(median) - self.neighbour_f_ex
+        return cols
 
 
 def conformal_pvalues(scores: np.ndarray, calibration: np.ndarray) -> np.ndarray:
