@@ -63,12 +63,57 @@ def test_save_load_roundtrip_and_method_switch(tmp_path) -> None:
     a, b = det.score_embeddings(z), back.score_embeddings(z)
     np.testing.assert_array_equal(a.score, b.score)
     np.testing.assert_array_equal(a.flag, b.flag)
-    assert back.meta == {"note": "x"} and back.method == "knn"
+    assert back.meta == {"note": "x"} and back.method == "flow"
+    assert (out / "flow.pt").is_file()
     mmd = det.with_method("mmd")
     assert mmd.method == "mmd" and mmd.bandwidth > 0
     np.testing.assert_allclose(mmd.reference, det.reference)
     with pytest.raises(ValueError, match="method"):
         det.with_method("kde")
+
+
+def test_format_1_detectors_still_load(tmp_path) -> None:
+    """A detector saved before issue #17 (embedding k-NN, no flow) is read."""
+    import json
+
+    det = MisspecificationDetector.from_embeddings(
+        _gauss(100), _gauss(40), method="knn"
+    )
+    out = det.save(tmp_path)
+    info = json.loads((out / "detector.json").read_text())
+    old = {k: info[k] for k in info if k not in ("features", "map_features", "density")}
+    (out / "detector.json").write_text(json.dumps(old | {"format": 1}))
+    back = MisspecificationDetector.load(tmp_path)
+    assert back.features == "embedding" and back.map_features is None
+    z = _gauss(10, seed=3)
+    np.testing.assert_array_equal(
+        back.score_embeddings(z).score, det.score_embeddings(z).score
+    )
+    (out / "detector.json").write_text(json.dumps(old | {"format": 99}))
+    with pytest.raises(ValueError, match="format 99"):
+        MisspecificationDetector.load(tmp_path)
+
+
+def test_neighbour_targets_and_shift_columns() -> None:
+    ref = _gauss(300, d=2)
+    targets = 0.5 + 0.1 * ref[:, 0]  # f_ex varies along the first feature
+    det = MisspecificationDetector.from_embeddings(
+        ref, _gauss(50, d=2, seed=1), method="knn", k=3, reference_targets=targets
+    )
+    z = np.array([[2.0, 0.0], [-2.0, 0.0]])
+    nn = det.neighbour_targets(z)
+    assert nn[0] > 0.65 and nn[1] < 0.35  # neighbours' f_ex, not the global mean
+    res = det.score_embeddings(z)
+    np.testing.assert_allclose(res.neighbour_f_ex, nn)
+    score, p_value, flag = res  # still unpacks as before
+    cols = res.to_columns(median=np.array([0.7, 0.7]))
+    np.testing.assert_allclose(cols["misspec_shift"], 0.7 - nn)
+    np.testing.assert_allclose(cols["misspec_nn_f_ex"], nn)
+    assert {"misspec_score", "misspec_pvalue", "misspec_flag"} <= set(cols)
+    bare = MisspecificationDetector.from_embeddings(ref, ref[:20], method="knn")
+    assert "misspec_nn_f_ex" not in bare.score_embeddings(z).to_columns()
+    with pytest.raises(ValueError, match="no reference f_ex"):
+        bare.neighbour_targets(z)
 
 
 def test_set_test_runs_sbi_mmd_on_embeddings() -> None:
@@ -149,6 +194,15 @@ def test_flag_fires_more_on_shifted_metallicity_gradients(shifted_run) -> None:
     assert len(same.score) == len(other.score) > 50
     assert other.flag.mean() > same.flag.mean()
     assert roc_auc(same.score, other.score) > 0.65
+    # Issue #17: the maps' radial profiles see the shift better than the
+    # embedding, which is trained to keep only what predicts f_ex.
+    with MapDataset(base) as ds, MapDataset(shifted) as sh:
+        old = MisspecificationDetector.fit(
+            post, ds, sp["train"], sp["validation"], features="embedding", method="knn"
+        )
+        auc_old = roc_auc(old.score(post, ds, sp["test"]).score,
+                          old.score(post, sh, sp["test"]).score)  # fmt: skip
+    assert roc_auc(same.score, other.score) > max(auc_old, 0.9)
 
 
 def test_embed_matches_the_members_embedding_net(shifted_run) -> None:
@@ -174,10 +228,24 @@ def test_predict_reports_flags_and_stores_the_detector(shifted_run) -> None:
     )
     rows = list(csv.DictReader(out.open()))
     assert {"misspec_score", "misspec_pvalue", "misspec_flag"} <= set(rows[0])
+    assert "misspec_nn_f_ex" in rows[0]  # the default stores the reference f_ex
     assert {r["misspec_flag"] for r in rows} <= {"0", "1"}
     assert (result.run_dir / DETECTOR_DIR / "detector.json").is_file()
     det = MisspecificationDetector.for_run(result.posterior, run_dir=result.run_dir)
     assert det.meta["n_validation"] > 0  # loaded back, not refitted
+    # The default scores the maps' own features with a flow, stored without pickle.
+    assert (det.features, det.method) == ("profile", "flow")
+    assert det.reference_targets is not None
+    for name in ("features_components.npy", "flow.pt", "reference_targets.npy"):
+        assert (result.run_dir / DETECTOR_DIR / name).is_file()
+    # A cached detector of another space/score is refitted, not silently reused.
+    old = MisspecificationDetector.for_run(
+        result.posterior, run_dir=result.run_dir, features="embedding", method="knn"
+    )
+    assert (old.features, old.method) == ("embedding", "knn")
+    assert MisspecificationDetector.load(result.run_dir).features == "embedding"
+    new = MisspecificationDetector.for_run(result.posterior, run_dir=result.run_dir)
+    assert (new.features, new.method) == ("profile", "flow")
     out2 = predict(
         result.run_dir,
         shifted,

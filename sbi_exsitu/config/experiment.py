@@ -165,6 +165,13 @@ class TrainingSection:
     ``lr_patience`` epochs without improvement; stop at the next plateau after
     ``max_lr_reductions`` reductions) or ``"cosine"`` (anneal to 0 over
     ``max_epochs``). ``patience`` and ``max_epochs`` remain hard limits.
+
+    Domain alignment (:mod:`sbi_exsitu.training.align`, issue #17): with
+    ``align_weight > 0`` every training batch also pulls the embeddings of
+    ``align_data`` (a dataset of unlabelled target-domain maps rendered like the
+    training set: another formation model's, or observed galaxies) towards the
+    training maps' by an MMD term; ``align_prior = "em"`` (default) corrects it
+    for a different f_ex distribution of the target, ``"none"`` does not.
     """
 
     batch_size: int = field(default=128, metadata={"min": 2})
@@ -179,8 +186,22 @@ class TrainingSection:
     lr_factor: float = field(default=0.5, metadata={"gt": 0})
     lr_patience: int = field(default=4, metadata={"min": 0})
     max_lr_reductions: int = field(default=3, metadata={"min": 0})
+    align_data: str = ""
+    align_weight: float = field(default=0.0, metadata={"min": 0})
+    align_prior: str = "em"
 
     def __post_init__(self) -> None:
+        # The values of sbi_exsitu.training.align.ALIGN_PRIORS (a floor above).
+        if self.align_prior not in ("none", "em"):
+            raise ValueError(
+                f"'align_prior' is {self.align_prior!r}, expected 'em' (correct the "
+                "alignment for another f_ex distribution of the target) or 'none'"
+            )
+        if self.align_weight > 0 and not self.align_data:
+            raise ValueError(
+                f"'align_weight' is {self.align_weight} but 'align_data' is empty: "
+                "give the path of a dataset of unlabelled target-domain maps"
+            )
         if self.lr_schedule not in ("constant", "plateau", "cosine"):
             raise ValueError(
                 f"'lr_schedule' is {self.lr_schedule!r}, expected 'constant', "
@@ -315,6 +336,11 @@ class ExperimentConfig:
         out: dict[str, Any] = {}
         for name in ("run", "data", "posterior", "training"):
             out[name] = dataclasses.asdict(getattr(self, name))
+        if not self.training.align_weight:
+            # Alignment off: leave its keys out, so runs made before they existed
+            # still match their config.json.
+            for key in ("align_data", "align_weight", "align_prior"):
+                out["training"].pop(key)
         for name in ("simulate", "model", "render", "observe"):
             if getattr(self, name):
                 out[name] = getattr(self, name)

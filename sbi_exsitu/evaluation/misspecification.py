@@ -3,34 +3,44 @@
 A posterior trained on one formation model is only trustworthy on maps that look
 like its training maps; on maps from another simulator it can be biased *and*
 overconfident (001 sec. 4.2 and fig. 11). The detector compares each observation
-with the training set in the space where the posterior sees it, the output of the
-posterior's embedding net, as sbi's misspecification test does:
+with the training set in one of two kinds of space (``features``):
 
-* **reference**: embeddings of (up to ``max_reference``) training maps, each
-  feature standardised with the reference mean and standard deviation;
-* **score** of an observation ``z`` (``method="knn"``, the default): the mean
-  Euclidean distance to its ``k`` nearest reference points, a local novelty score;
-  ``method="mmd"``: the squared MMD between the one-point set ``{z}`` and the
-  reference with sbi's RBF kernel and median-heuristic bandwidth
-  (``sbi.diagnostics.misspecification``), which for one point is
-  ``1 + mean K(Z, Z) - 2 mean_j k(z, Z_j)``, a kernel-density score. With the
-  median-heuristic bandwidth the kernel is so wide that this score is nearly a
-  distance from the centre of the training set: on our mocks it separated shifted
-  metallicity gradients no better than chance (ROC AUC ~0.52) where the k-NN
-  score reached 0.76-0.83, hence the default (see docs/crosstest.md);
-* **p-value**: conformal, the rank of the score among the scores of held-out
-  in-distribution (validation) maps, ``(1 + #{s_val >= s}) / (n_val + 1)``. For
-  maps from the training distribution it is uniform, so flagging ``p < alpha``
-  gives false alarms at rate ``alpha`` by construction, whatever the score.
+* ``"profile"`` (the default) or ``"pca"``: unsupervised features of the maps
+  themselves (:class:`~sbi_exsitu.evaluation.map_features.MapFeatures`: whitened
+  radial profiles per channel, or a PCA of downsampled maps);
+* ``"embedding"``: the output of the posterior's embedding net, as sbi's
+  misspecification test does. It was the default until issue #17: the net is
+  trained to keep what predicts f_ex and drop the rest, so it separated
+  eagle-like from tng-like maps with ROC AUC 0.38-0.71 where the radial profiles
+  reached 0.91-0.999 (``benchmarks/misspecification.py``, docs/crosstest.md).
 
-For a whole set of observations :meth:`MisspecificationDetector.set_test` runs
-sbi's own ``calc_misspecification_mmd`` (permutation test of the set MMD) on the
-same embeddings.
+In that space (standardised per feature) the **score** of ``z`` is (``method``):
 
-Stored in ``<run>/misspecification/`` as ``.npy`` arrays and a JSON file (never
-pickle): :meth:`~MisspecificationDetector.save`, :meth:`~MisspecificationDetector.load`,
-and :meth:`~MisspecificationDetector.for_run` (load, or fit from the run's
-``splits.json`` and save on first use).
+* ``"flow"`` (the default): the two-sided typicality ``|log q(z) - median|`` of a
+  zuko flow ``q`` fitted to the reference
+  (:class:`~sbi_exsitu.evaluation.map_features.FeatureDensity`);
+* ``"knn"``: the mean Euclidean distance to the ``k`` nearest reference points;
+* ``"mmd"``: the squared MMD between ``{z}`` and the reference with sbi's RBF
+  kernel and median-heuristic bandwidth (nearly a distance from the centre).
+
+The **p-value** is conformal, the rank of the score among the scores of held-out
+in-distribution (validation) maps, ``(1 + #{s_val >= s}) / (n_val + 1)``: for maps
+from the training distribution it is uniform, so flagging ``p < alpha`` raises
+false alarms at rate ``alpha`` by construction, whatever the score.
+
+**How far off?** Scores carry ``neighbour_f_ex``, the mean true f_ex of the ``k``
+training maps nearest to the observation in the detector's space (column
+``misspec_nn_f_ex``); ``posterior median - misspec_nn_f_ex`` (``misspec_shift``,
+:meth:`MisspecificationScores.to_columns` given the median) says how far the
+posterior has moved from what look-alike training galaxies hold. It has the sign
+of the real error but several times its size (benchmarks/misspecification.py):
+a warning, not a correction.
+
+For a whole set, :meth:`MisspecificationDetector.set_test` runs sbi's MMD test.
+
+Stored in ``<run>/misspecification/`` without pickle
+(:mod:`~sbi_exsitu.evaluation.detector_io`); :meth:`~MisspecificationDetector.for_run`
+loads it, or fits it from the run's ``splits.json`` and saves it on first use.
 
 References:
     | A kernel two-sample test (Gretton et al., 2012, JMLR)
@@ -43,7 +53,7 @@ Example:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> det = MisspecificationDetector.from_embeddings(
-    ...     rng.normal(size=(500, 4)), rng.normal(size=(200, 4)))
+    ...     rng.normal(size=(500, 4)), rng.normal(size=(200, 4)), method="knn")
     >>> res = det.score_embeddings(np.r_[rng.normal(size=(5, 4)),
     ...                                  rng.normal(4.0, 1.0, size=(5, 4))])
     >>> res.flag.tolist()
@@ -52,23 +62,37 @@ Example:
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
-from sbi_exsitu.atomic import atomic_save, atomic_write_json
 from sbi_exsitu.data.dataset import MapDataset, subsample
 from sbi_exsitu.errors import DatasetError, DetectorUnavailableError, RunError
-from sbi_exsitu.evaluation.novelty import conformal_pvalues, roc_auc
+from sbi_exsitu.evaluation.detector_io import read_detector, write_detector
+from sbi_exsitu.evaluation.map_features import (
+    FEATURE_KINDS,
+    FeatureDensity,
+    MapFeatures,
+    embed,
+)
+from sbi_exsitu.evaluation.novelty import (
+    MisspecificationScores,
+    conformal_pvalues,
+    roc_auc,
+    set_mmd_test,
+)
 from sbi_exsitu.runs import RunDirectory
 
 __all__ = [
+    "DEFAULT_FEATURES",
+    "DEFAULT_METHOD",
     "DETECTOR_DIR",
+    "FEATURES",
+    "METHODS",
     "MisspecificationDetector",
     "MisspecificationScores",
     "embed",
@@ -78,94 +102,39 @@ __all__ = [
 
 #: Sub-directory of a run directory holding the detector.
 DETECTOR_DIR = "misspecification"
-_FORMAT = 1
-
-
-class MisspecificationScores(NamedTuple):
-    """Per-observation results; unpacks as ``score, p_value, flag = ...``.
-
-    Attributes:
-        score: ``(n,)`` novelty score (higher = less like the training set).
-        p_value: ``(n,)`` conformal p-value against in-distribution maps.
-        flag: ``(n,)`` ``p_value < alpha``.
-    """
-
-    score: np.ndarray
-    p_value: np.ndarray
-    flag: np.ndarray
-
-    def to_columns(self, prefix: str = "misspec_") -> dict[str, np.ndarray]:
-        """Flat ``{column: (n,) array}`` for prediction tables."""
-        return {
-            f"{prefix}score": self.score,
-            f"{prefix}pvalue": self.p_value,
-            f"{prefix}flag": self.flag.astype(np.int8),
-        }
-
-
-@torch.no_grad()
-def embed(
-    posterior: Any,
-    maps: np.ndarray | MapDataset,
-    indices: np.ndarray | None = None,
-    *,
-    batch_size: int = 256,
-) -> np.ndarray:
-    """Embedding-net outputs of every ensemble member, concatenated.
-
-    Args:
-        posterior: an :class:`~sbi_exsitu.posteriors.scalar.ExSituPosterior`
-            (anything with ``estimators`` exposing sbi's public ``embedding_net``
-            and a ``device``).
-        maps: ``(n, C, H, W)`` array or a dataset.
-        indices: which samples of a dataset (all by default).
-        batch_size: maps per forward pass.
-
-    Returns:
-        ``(n, K * F)`` float64 array (K members, F features each).
-    """
-    nets = [est.embedding_net.eval() for est in posterior.estimators]
-    device = getattr(posterior, "device", torch.device("cpu"))
-    if isinstance(maps, MapDataset):
-        idx = np.arange(len(maps)) if indices is None else np.asarray(indices)
-        chunks = (
-            maps.maps(idx[s : s + batch_size]) for s in range(0, len(idx), batch_size)
-        )
-    else:
-        arr = np.asarray(maps, dtype=np.float32)
-        if indices is not None:
-            arr = arr[np.asarray(indices)]
-        chunks = (arr[s : s + batch_size] for s in range(0, len(arr), batch_size))
-    out = []
-    for x in chunks:
-        xt = torch.as_tensor(
-            np.ascontiguousarray(x), dtype=torch.float32, device=device
-        )
-        out.append(torch.cat([net(xt) for net in nets], dim=1).cpu().double().numpy())
-    if not out:
-        return np.zeros((0, 0))
-    return np.concatenate(out)
+#: Spaces the detector scores in (see the module doc).
+FEATURES = ("embedding", *FEATURE_KINDS)
+#: Per-observation scores.
+METHODS = ("flow", "knn", "mmd")
+#: The defaults, chosen by benchmarks/misspecification.py (issue #17).
+DEFAULT_FEATURES = "profile"
+DEFAULT_METHOD = "flow"
 
 
 @dataclass
 class MisspecificationDetector:
-    """Novelty score in the posterior's embedding space, with conformal p-values.
+    """Novelty score of maps against the training set, with conformal p-values.
 
     Build with :meth:`fit` (a posterior and its training dataset),
-    :meth:`from_embeddings` (precomputed embeddings) or :meth:`for_run`.
+    :meth:`from_embeddings` (precomputed features) or :meth:`for_run`.
 
     Attributes:
-        reference: ``(n_ref, F)`` standardised training embeddings.
-        mean, std: ``(F,)`` standardisation of the raw embeddings.
+        reference: ``(n_ref, F)`` standardised training features.
+        mean, std: ``(F,)`` standardisation of the raw features.
         bandwidth: RBF kernel bandwidth (sbi's median heuristic on the reference).
         ref_kernel_mean: ``mean K(Z, Z)`` of the reference (constant of the score).
         calibration_scores: ``(n_val,)`` scores of in-distribution held-out maps.
-        validation: ``(n_val, F)`` standardised held-out embeddings (the reference
+        validation: ``(n_val, F)`` standardised held-out features (the reference
             of :meth:`set_test`).
         alpha: flag threshold on the p-value.
-        method: ``"knn"`` or ``"mmd"``.
-        k: neighbours of the ``"knn"`` score.
+        method: one of :data:`METHODS`.
+        k: neighbours of the ``"knn"`` score and of :meth:`neighbour_targets`.
         meta: provenance (dataset, counts, seed).
+        features: one of :data:`FEATURES`.
+        map_features: the fitted map features (``features != "embedding"``).
+        density: the fitted flow of ``method="flow"``.
+        reference_targets: ``(n_ref,)`` true f_ex of the reference maps (for
+            :meth:`neighbour_targets`), or None.
     """
 
     reference: np.ndarray
@@ -176,11 +145,14 @@ class MisspecificationDetector:
     calibration_scores: np.ndarray
     validation: np.ndarray
     alpha: float = 0.05
-    method: str = "knn"
+    method: str = DEFAULT_METHOD
     k: int = 5
     meta: dict[str, Any] = field(default_factory=dict)
+    features: str = "embedding"
+    map_features: MapFeatures | None = None
+    density: FeatureDensity | None = None
+    reference_targets: np.ndarray | None = None
 
-    # -- construction ----------------------------------------------------------------
     @classmethod
     def from_embeddings(
         cls,
@@ -188,15 +160,27 @@ class MisspecificationDetector:
         validation: np.ndarray,
         *,
         alpha: float = 0.05,
-        method: str = "knn",
+        method: str = DEFAULT_METHOD,
         k: int = 5,
         meta: dict[str, Any] | None = None,
+        features: str = "embedding",
+        map_features: MapFeatures | None = None,
+        reference_targets: np.ndarray | None = None,
+        seed: int = 0,
     ) -> MisspecificationDetector:
-        """Build from raw embeddings of training (reference) and validation maps."""
+        """Build from raw features of training (reference) and validation maps.
+
+        ``features`` and ``map_features`` say what the features are (so that
+        :meth:`score` can compute them from maps); ``seed`` seeds the flow.
+        """
         from sbi.diagnostics.misspecification import median_heuristic, rbf_kernel
 
-        if method not in ("mmd", "knn"):
-            raise ValueError(f"'method' is {method!r}, expected 'mmd' or 'knn'")
+        if method not in METHODS:
+            raise ValueError(f"'method' is {method!r}, expected one of {METHODS}")
+        if features not in FEATURES:
+            raise ValueError(f"'features' is {features!r}, expected one of {FEATURES}")
+        if (features == "embedding") != (map_features is None):
+            raise ValueError(f"'map_features' given with features {features!r}")
         if not 0 < alpha < 1:
             raise ValueError(f"'alpha' is {alpha}, expected 0 < alpha < 1")
         reference = np.asarray(reference, np.float64)
@@ -209,20 +193,24 @@ class MisspecificationDetector:
         ref = (reference - mean) / std
         zr = torch.from_numpy(ref)
         bandwidth = float(median_heuristic(zr, zr))
-        k_mean = float(rbf_kernel(zr, zr, bandwidth).mean())
         det = cls(
             reference=ref,
             mean=mean,
             std=std,
             bandwidth=bandwidth,
-            ref_kernel_mean=k_mean,
+            ref_kernel_mean=float(rbf_kernel(zr, zr, bandwidth).mean()),
             calibration_scores=np.zeros(0),
             validation=(validation - mean) / std,
             alpha=alpha,
             method=method,
             k=min(k, len(ref)),
             meta=dict(meta or {}),
+            features=features,
+            map_features=map_features,
+            reference_targets=reference_targets,
         )
+        if method == "flow":
+            det.density = FeatureDensity.fit(ref, kind="flow", seed=seed)
         det.calibration_scores = det._raw_scores(det.validation)
         return det
 
@@ -236,33 +224,56 @@ class MisspecificationDetector:
         *,
         max_reference: int = 2000,
         alpha: float = 0.05,
-        method: str = "knn",
+        method: str = DEFAULT_METHOD,
+        features: str = DEFAULT_FEATURES,
         k: int = 5,
         seed: int = 0,
     ) -> MisspecificationDetector:
-        """Embed (a seeded subsample of) the training maps and the validation maps.
+        """Represent (a seeded subsample of) the training maps and the validation maps.
 
         Args:
-            posterior: the trained posterior (its embedding nets are used).
+            posterior: the trained posterior (its embedding nets, if
+                ``features="embedding"``).
             dataset: the training dataset.
             train_idx: training indices (the reference).
             val_idx: held-out in-distribution indices (calibrate the p-values).
             max_reference: cap on reference maps (memory and time grow as n_ref).
             alpha: flag threshold.
-            method: ``"mmd"`` or ``"knn"``.
-            k: neighbours of ``"knn"``.
-            seed: seeds the reference subsample.
+            method: one of :data:`METHODS`.
+            features: one of :data:`FEATURES`.
+            k: neighbours of ``"knn"`` and :meth:`neighbour_targets`.
+            seed: seeds the reference subsample and the flow.
         """
         train_idx = subsample(train_idx, max_reference, seed)
-        ref = embed(posterior, dataset, train_idx)
-        val = embed(posterior, dataset, np.asarray(val_idx))
+        val_idx = np.asarray(val_idx)
+        if features == "embedding":
+            mf = None
+            ref = embed(posterior, dataset, train_idx)
+            val = embed(posterior, dataset, val_idx)
+        elif features in FEATURE_KINDS:
+            mf = MapFeatures.fit(dataset.maps(train_idx), kind=features, seed=seed)
+            ref, val = mf.transform(dataset, train_idx), mf.transform(dataset, val_idx)
+        else:
+            raise ValueError(f"'features' is {features!r}, expected one of {FEATURES}")
         meta = {
             "dataset": str(dataset.path),
             "n_reference": len(train_idx),
             "n_validation": len(val_idx),
             "seed": seed,
         }
-        return cls.from_embeddings(ref, val, alpha=alpha, method=method, k=k, meta=meta)
+        targets = dataset.labels.get("f_ex")
+        return cls.from_embeddings(
+            ref,
+            val,
+            alpha=alpha,
+            method=method,
+            k=k,
+            meta=meta,
+            features=features,
+            map_features=mf,
+            reference_targets=None if targets is None else targets[train_idx],
+            seed=seed,
+        )
 
     @classmethod
     def for_run(
@@ -270,9 +281,10 @@ class MisspecificationDetector:
     ) -> MisspecificationDetector:
         """The detector of a run: loaded if saved, else fitted from ``splits.json``.
 
-        The saved detector is only a cache: a damaged one is refitted (with a
-        warning), and one that cannot be saved (a read-only run directory) is
-        used without saving (with a warning).
+        The saved detector is only a cache: one of other ``features`` or
+        ``method`` than asked for (the defaults unless given) is refitted, a
+        damaged one too (with a warning), and one that cannot be saved (a
+        read-only run directory) is used without saving (with a warning).
 
         Raises:
             DetectorUnavailableError: no usable saved detector, and the run's
@@ -280,11 +292,19 @@ class MisspecificationDetector:
         """
         run_dir = Path(run_dir if run_dir is not None else posterior.run_dir)
         saved = run_dir / DETECTOR_DIR / "detector.json"
+        want = (
+            fit_kwargs.get("features", DEFAULT_FEATURES),
+            fit_kwargs.get("method", DEFAULT_METHOD),
+        )
         if saved.is_file():
             try:
-                return cls.load(run_dir)
+                det = cls.load(run_dir)
+                # Another space or score (e.g. a pre-#17 embedding k-NN): refit.
+                if (det.features, det.method) == want:
+                    return det
             # np.load raises EOFError on an empty .npy, json ValueError on a
-            # truncated .json: either way the cache is damaged.
+            # truncated .json: either way the cache is damaged (a damaged flow
+            # state dict raises StateFileError, an OSError).
             except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
                 warnings.warn(
                     f"{saved}: the saved misspecification detector is damaged "
@@ -319,28 +339,44 @@ class MisspecificationDetector:
         return det
 
     def with_method(
-        self, method: str, k: int | None = None
+        self, method: str, k: int | None = None, seed: int = 0
     ) -> MisspecificationDetector:
         """The same reference and calibration maps scored with another method."""
-        raw_ref = self.reference * self.std + self.mean
-        raw_val = self.validation * self.std + self.mean
         return type(self).from_embeddings(
-            raw_ref,
-            raw_val,
+            self.reference * self.std + self.mean,
+            self.validation * self.std + self.mean,
             alpha=self.alpha,
             method=method,
             k=k or self.k,
             meta=self.meta,
+            features=self.features,
+            map_features=self.map_features,
+            reference_targets=self.reference_targets,
+            seed=seed,
         )
 
-    # -- scoring ---------------------------------------------------------------------
+    def represent(
+        self,
+        posterior: Any,
+        maps: np.ndarray | MapDataset,
+        indices: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Raw features of maps in the detector's space (``posterior``: embeddings)."""
+        if self.map_features is None:
+            return embed(posterior, maps, indices)
+        return self.map_features.transform(maps, indices)
+
     def standardize(self, embeddings: np.ndarray) -> np.ndarray:
-        """Raw embeddings -> the detector's standardised space."""
+        """Raw features -> the detector's standardised space."""
         return (np.asarray(embeddings, np.float64) - self.mean) / self.std
 
     def _raw_scores(self, z: np.ndarray, batch: int = 1024) -> np.ndarray:
         from sbi.diagnostics.misspecification import rbf_kernel
 
+        if self.method == "flow":
+            if self.density is None:
+                raise ValueError("method 'flow' without a fitted density")
+            return self.density.typicality(z)
         ref = torch.from_numpy(self.reference)
         out = []
         for s in range(0, len(z), batch):
@@ -357,10 +393,13 @@ class MisspecificationDetector:
         return np.concatenate(out) if out else np.zeros(0)
 
     def score_embeddings(self, embeddings: np.ndarray) -> MisspecificationScores:
-        """Score raw (unstandardised) embeddings."""
+        """Score raw (unstandardised) features."""
         score = self._raw_scores(self.standardize(embeddings))
         p = conformal_pvalues(score, self.calibration_scores)
-        return MisspecificationScores(score=score, p_value=p, flag=p < self.alpha)
+        nn = None
+        if self.reference_targets is not None and len(score):
+            nn = self.neighbour_targets(embeddings)
+        return MisspecificationScores(score, p, p < self.alpha, nn)
 
     def score(
         self,
@@ -368,12 +407,29 @@ class MisspecificationDetector:
         maps: np.ndarray | MapDataset,
         indices: np.ndarray | None = None,
     ) -> MisspecificationScores:
-        """Score maps with ``posterior``'s embedding nets (the ones it was fitted on).
+        """Score maps (with ``posterior``'s embedding nets if it scores in them).
 
         Returns:
             :class:`MisspecificationScores`, unpacking as ``(score, p_value, flag)``.
         """
-        return self.score_embeddings(embed(posterior, maps, indices))
+        return self.score_embeddings(self.represent(posterior, maps, indices))
+
+    def neighbour_targets(self, embeddings: np.ndarray) -> np.ndarray:
+        """Mean true f_ex of the ``k`` nearest reference maps of each observation.
+
+        Raises:
+            ValueError: no reference targets (bare embeddings, or format 1).
+        """
+        if self.reference_targets is None:
+            raise ValueError(
+                "this detector holds no reference f_ex (format 1 or built from "
+                "bare embeddings); delete <run>/misspecification/ to refit it"
+            )
+        z = torch.from_numpy(np.ascontiguousarray(self.standardize(embeddings)))
+        nn = torch.cdist(z, torch.from_numpy(self.reference)).topk(
+            self.k, dim=1, largest=False
+        )
+        return self.reference_targets[nn.indices.numpy()].mean(axis=1)
 
     def set_test(
         self,
@@ -383,107 +439,34 @@ class MisspecificationDetector:
         max_samples: int | None = None,
         seed: int = 0,
     ) -> dict[str, float]:
-        """sbi's ``calc_misspecification_mmd`` for a whole set of observations.
-
-        sbi's ``mode="embedding"`` needs the trainer object, which a loaded run no
-        longer has; we embed ourselves and call it in ``mode="x_space"`` on the
-        embeddings, which is the same test. The reference is the held-out
-        validation set, not the training set: the net has fitted its training maps,
-        so their embeddings are slightly unlike any new map's and a training
-        reference rejects even in-distribution test sets.
+        """sbi's set-level MMD test of a set of observations against the validation
+        maps (:func:`~sbi_exsitu.evaluation.novelty.set_mmd_test`).
 
         Args:
-            embeddings: ``(n, F)`` raw embeddings of the observed set.
-            n_shuffle: permutations of the null distribution.
-            max_samples: pooled size per permutation (default: all validation).
-            seed: seeds the subsample and sbi's permutations.
-
-        Returns:
-            ``{"p_value", "mmd", "n_obs", "n_reference"}``.
+            embeddings: ``(n, F)`` raw features of the observed set.
+            n_shuffle, max_samples, seed: as for ``set_mmd_test``.
         """
-        from sbi.diagnostics import calc_misspecification_mmd
-
-        z_obs = self.standardize(embeddings)
-        ref = self.validation
-        # sbi draws both halves of each permutation from the reference, so the
-        # observed set must be smaller than it; subsample to half (seeded).
-        n_obs = min(len(z_obs), len(ref) // 2)
-        rng = np.random.default_rng(seed)
-        z_obs = z_obs[np.sort(rng.choice(len(z_obs), n_obs, replace=False))]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            p, (_, mmd) = calc_misspecification_mmd(
-                torch.from_numpy(z_obs).float(),
-                torch.from_numpy(ref).float(),
-                mode="x_space",
-                n_shuffle=n_shuffle,
-                max_samples=max_samples or len(ref),
-            )
-        return {
-            "p_value": float(p),
-            "mmd": float(mmd),
-            "n_obs": int(n_obs),
-            "n_reference": int(len(ref)),
-        }
-
-    # -- persistence -----------------------------------------------------------------
-    def save(self, run_dir: str | Path) -> Path:
-        """Write ``<run_dir>/misspecification/`` (.npy arrays + detector.json)."""
-        out = Path(run_dir) / DETECTOR_DIR
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("reference", "calibration_scores", "validation"):
-            arr = getattr(self, name)
-            atomic_save(out / f"{name}.npy", lambda p, a=arr: _save_npy(p, a))
-        atomic_write_json(
-            out / "detector.json",
-            {
-                "format": _FORMAT,
-                "method": self.method,
-                "alpha": self.alpha,
-                "k": self.k,
-                "bandwidth": self.bandwidth,
-                "ref_kernel_mean": self.ref_kernel_mean,
-                "mean": self.mean.tolist(),
-                "std": self.std.tolist(),
-                "meta": self.meta,
-            },
+        return set_mmd_test(
+            self.standardize(embeddings),
+            self.validation,
+            n_shuffle=n_shuffle,
+            max_samples=max_samples,
+            seed=seed,
         )
-        return out
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``<run_dir>/misspecification/`` (.npy, detector.json, flow.pt)."""
+        return write_detector(self, Path(run_dir) / DETECTOR_DIR)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> MisspecificationDetector:
         """Read a detector written by :meth:`save` (no pickle)."""
-        d = Path(run_dir) / DETECTOR_DIR
-        info = json.loads((d / "detector.json").read_text())
-        if not isinstance(info, dict):
-            raise ValueError(f"{d}: detector.json holds no JSON object")
-        if info.get("format") != _FORMAT:
-            raise ValueError(f"{d}: detector format {info.get('format')!r} unknown")
-        arrays = {
-            n: np.load(d / f"{n}.npy", allow_pickle=False)
-            for n in ("reference", "calibration_scores", "validation")
-        }
-        return cls(
-            **arrays,
-            mean=np.asarray(info["mean"]),
-            std=np.asarray(info["std"]),
-            bandwidth=info["bandwidth"],
-            ref_kernel_mean=info["ref_kernel_mean"],
-            alpha=info["alpha"],
-            method=info["method"],
-            k=info["k"],
-            meta=info.get("meta", {}),
-        )
+        return cls(**read_detector(Path(run_dir) / DETECTOR_DIR))
 
     def __repr__(self) -> str:
         return (
-            f"MisspecificationDetector(method={self.method!r}, n_reference="
+            f"MisspecificationDetector(features={self.features!r}, "
+            f"method={self.method!r}, n_reference="
             f"{len(self.reference)}, n_calibration={len(self.calibration_scores)}"
             f", alpha={self.alpha}, bandwidth={self.bandwidth:.3g})"
         )
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    # Through a file handle: np.save(path) would append ".npy" to the temp name.
-    with open(path, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)

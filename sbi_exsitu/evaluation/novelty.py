@@ -1,13 +1,55 @@
-"""Novelty statistics of the misspecification detector: conformal p-values, ROC AUC.
+"""Novelty statistics of the misspecification detector: conformal p-values, ROC AUC,
+sbi's set-level MMD test, and the per-observation result type.
 
 Re-exported by :mod:`sbi_exsitu.evaluation.misspecification`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["conformal_pvalues", "roc_auc"]
+__all__ = ["MisspecificationScores", "conformal_pvalues", "roc_auc", "set_mmd_test"]
+
+
+@dataclass(frozen=True)
+class MisspecificationScores:
+    """Per-observation results; unpacks as ``score, p_value, flag = ...``.
+
+    Attributes:
+        score: ``(n,)`` novelty score (higher = less like the training set).
+        p_value: ``(n,)`` conformal p-value against in-distribution maps.
+        flag: ``(n,)`` ``p_value < alpha``.
+        neighbour_f_ex: ``(n,)`` mean true f_ex of the nearest training maps
+            (``MisspecificationDetector.neighbour_targets``), or None.
+    """
+
+    score: np.ndarray
+    p_value: np.ndarray
+    flag: np.ndarray
+    neighbour_f_ex: np.ndarray | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.score, self.p_value, self.flag))
+
+    def to_columns(
+        self, prefix: str = "misspec_", median: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Flat ``{column: (n,) array}`` for prediction tables; with the neighbours'
+        f_ex also ``nn_f_ex`` and (given the posterior ``median`` of f_ex)
+        ``shift = median - nn_f_ex``."""
+        cols = {
+            f"{prefix}score": self.score,
+            f"{prefix}pvalue": self.p_value,
+            f"{prefix}flag": self.flag.astype(np.int8),
+        }
+        if self.neighbour_f_ex is not None:
+            cols[f"{prefix}nn_f_ex"] = self.neighbour_f_ex
+            if median is not None:
+                cols[f"{prefix}shift"] = np.asarray(median) - self.neighbour_f_ex
+        return cols
 
 
 def conformal_pvalues(scores: np.ndarray, calibration: np.ndarray) -> np.ndarray:
@@ -44,3 +86,55 @@ def roc_auc(negatives: np.ndarray, positives: np.ndarray) -> float:
     ranks = rankdata(np.r_[neg, pos])
     u = ranks[len(neg) :].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(neg) * len(pos)))
+
+
+def set_mmd_test(
+    observed: np.ndarray,
+    reference: np.ndarray,
+    *,
+    n_shuffle: int = 1000,
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """sbi's ``calc_misspecification_mmd`` (a permutation test of the set MMD).
+
+    sbi's ``mode="embedding"`` needs the trainer object, which a loaded run no
+    longer has; we embed ourselves and call it in ``mode="x_space"`` on the
+    features, which is the same test. The reference should be held-out
+    (validation) maps, not training maps: the net has fitted its training maps,
+    so their embeddings are slightly unlike any new map's and a training
+    reference rejects even in-distribution test sets.
+
+    Args:
+        observed: ``(n, F)`` standardised features of the observed set.
+        reference: ``(n_ref, F)`` standardised in-distribution features.
+        n_shuffle: permutations of the null distribution.
+        max_samples: pooled size per permutation (default: all of the reference).
+        seed: seeds the subsample and sbi's permutations.
+
+    Returns:
+        ``{"p_value", "mmd", "n_obs", "n_reference"}``.
+    """
+    import torch
+    from sbi.diagnostics import calc_misspecification_mmd
+
+    # sbi draws both halves of each permutation from the reference, so the
+    # observed set must be smaller than it; subsample to half (seeded).
+    n_obs = min(len(observed), len(reference) // 2)
+    rng = np.random.default_rng(seed)
+    z_obs = observed[np.sort(rng.choice(len(observed), n_obs, replace=False))]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        p, (_, mmd) = calc_misspecification_mmd(
+            torch.from_numpy(np.ascontiguousarray(z_obs)).float(),
+            torch.from_numpy(np.ascontiguousarray(reference)).float(),
+            mode="x_space",
+            n_shuffle=n_shuffle,
+            max_samples=max_samples or len(reference),
+        )
+    return {
+        "p_value": float(p),
+        "mmd": float(mmd),
+        "n_obs": int(n_obs),
+        "n_reference": int(len(reference)),
+    }

@@ -39,6 +39,7 @@ from sbi_exsitu.posteriors.estimator import (
 from sbi_exsitu.posteriors.scalar import ExSituPosterior
 from sbi_exsitu.runs import RunDirectory, RunExistsError
 from sbi_exsitu.seeding import derive_seed
+from sbi_exsitu.training.align import EmbeddingAlignment
 from sbi_exsitu.training.loop import discard_checkpoint, train_member
 from sbi_exsitu.training.plots import plot_predictions, plot_training_curves
 from sbi_exsitu.training.result import FitResult, prepare_run
@@ -182,9 +183,19 @@ def _train_members(
     th_init = torch.from_numpy(theta_train[:n_init])
     estimators, histories = [], []
     n = cfg.posterior.ensemble_size
+    target = _alignment_maps(cfg, dataset)
     for k in range(n):
         name = f"member_{k}"
         member_seed = derive_seed(cfg.run.seed, "member", k)
+        align = None
+        if target is not None:
+            align = EmbeddingAlignment(
+                target,
+                cfg.training.align_weight,
+                theta_train,
+                prior=cfg.training.align_prior,
+                seed=derive_seed(member_seed, "align"),
+            )
         hist_file = run.checkpoint(name).with_suffix(".history.json")
         torch.manual_seed(member_seed)
         est = build_estimator(spec, th_init, x_init)
@@ -206,6 +217,7 @@ def _train_members(
             seed=member_seed,
             name=f"member {k + 1}/{n}",
             progress=progress,
+            align=align,
         )
         history.require_trained(f"{run.path}: ensemble member {k}")
         run.save_weights(name, est.state_dict())
@@ -214,6 +226,24 @@ def _train_members(
         estimators.append(est.eval())
         histories.append(history.to_dict())
     return estimators, histories
+
+
+def _alignment_maps(cfg: ExperimentConfig, dataset: MapDataset) -> np.ndarray | None:
+    """The unlabelled target maps of ``[training] align_data`` (None: no alignment).
+
+    At most 4096 maps (a seeded subsample) are held in memory: the MMD only needs
+    a batch per step, and 4096 32-px five-channel maps take 80 MB.
+    """
+    if not cfg.training.align_weight:
+        return None
+    with MapDataset(cfg.training.align_data) as tgt:
+        # Rendered unlike the training maps, the two domains differ trivially.
+        tgt.check_config(dataset.render_config)
+        idx = np.arange(len(tgt))
+        if len(idx) > 4096:
+            rng = np.random.default_rng(derive_seed(cfg.run.seed, "align-data"))
+            idx = np.sort(rng.choice(idx, 4096, replace=False))
+        return tgt.maps(idx)
 
 
 def evaluate_posterior(

@@ -432,10 +432,14 @@ def train_member(
     name: str = "member",
     progress: bool = False,
     on_epoch: Callable[[int, TrainingHistory], None] | None = None,
+    align: Any = None,
 ) -> TrainingHistory:
     """:func:`train_loop` for an sbi density estimator on ``(maps, theta)`` batches.
 
-    The loss is ``estimator.loss`` (the negative log posterior per sample).
+    The loss is ``estimator.loss`` (the negative log posterior per sample), plus,
+    in training passes only, ``align.loss`` (an
+    :class:`~sbi_exsitu.training.align.EmbeddingAlignment`): early stopping
+    follows the source posterior's validation loss alone.
 
     Args:
         estimator: an sbi density estimator (trained in place).
@@ -448,19 +452,26 @@ def train_member(
         prepare: applied to every theta batch (e.g. clamping into the support).
         augment: ``(maps, generator) -> maps``, applied to training batches
             only; the generator is seeded by ``(seed, epoch)``.
+        align: an ``EmbeddingAlignment`` or None.
     """
     device = torch.device(device)
     estimator.to(device)
 
     def batches(epoch: int) -> Iterable[Any]:
         train.epoch = epoch
+        if align is not None:
+            align.start_epoch(estimator, epoch)
         gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
         for x, theta in train:
             yield (x if augment is None else augment(x, gen)), theta
 
     def loss_fn(model: torch.nn.Module, batch: Any) -> torch.Tensor:
         x, theta = batch
-        return model.loss(prepare(theta).to(device), condition=x.to(device))
+        theta, x = prepare(theta).to(device), x.to(device)
+        loss = model.loss(theta, condition=x)
+        if align is not None and model.training:
+            loss = loss + align.loss(model, x, theta)
+        return loss
 
     return train_loop(
         estimator,

@@ -186,7 +186,6 @@ def _test_cell(
     """Metrics, calibration and misspecification flags on one model's test split."""
     from sbi_exsitu.evaluation.accuracy import evaluate
     from sbi_exsitu.evaluation.calibration import CalibrationReport
-    from sbi_exsitu.evaluation.misspecification import embed
     from sbi_exsitu.tables import write_table
 
     json_path = out.with_suffix(".json")
@@ -214,7 +213,7 @@ def _test_cell(
         labels["log_mstar"],
         log_prob=lp_t if len(names) == 1 else None,
     )
-    emb = embed(posterior, maps)
+    emb = detector.represent(posterior, maps)
     flags = detector.score_embeddings(emb)
     # The other score on the same embeddings, for the ROC comparison of methods.
     other = "knn" if detector.method == "mmd" else "mmd"
