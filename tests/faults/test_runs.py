@@ -218,7 +218,7 @@ def test_predict_without_the_training_data_warns_and_writes(
 
 
 def test_predict_on_a_read_only_run(scalar_post, maps, tmp_path, monkeypatch):
-    import sbi_exsitu.evaluation.misspecification as misspec
+    import sbi_exsitu.evaluation.detector_io as detector_io
     from sbi_exsitu.studies.predict import predict
 
     run = _run_with_gone_data(scalar_post, tmp_path)  # the data stays here
@@ -230,7 +230,7 @@ def test_predict_on_a_read_only_run(scalar_post, maps, tmp_path, monkeypatch):
         return real_mkdir(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    monkeypatch.setattr(misspec, "atomic_save", lambda p, f: read_only(p))
+    monkeypatch.setattr(detector_io, "atomic_save", lambda p, f: read_only(p))
     obs = write_maps(tmp_path / "obs.h5", maps)
     with no_hang(60), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
