@@ -63,6 +63,11 @@ class SbiExsituError(Exception):
 
     cli_message: str | None = None
 
+    def __init__(self, *args: object, cli_message: str | None = None) -> None:
+        super().__init__(*args)
+        if cli_message is not None:
+            self.cli_message = cli_message
+
 
 class ConfigError(SbiExsituError, ValueError):
     """A configuration file or section is malformed; the message says where."""

@@ -130,15 +130,12 @@ class DatasetWriter:
         exists = self.path.exists() or self.partial.exists()
         if exists and not (resume or overwrite):
             which = self.path if self.path.exists() else self.partial
-            err = DatasetError(
+            raise DatasetError(
                 f"{which} exists; resume it (resume=True) or replace it "
-                "(overwrite=True)"
+                "(overwrite=True)",
+                cli_message=f"{which} exists; resume it with --resume (same "
+                "inputs) or replace it with --overwrite",
             )
-            err.cli_message = (
-                f"{which} exists; resume it with --resume (same inputs) or "
-                "replace it with --overwrite"
-            )
-            raise err
         reopened_final = False
         if overwrite and not resume:
             # Only the old .partial goes; the old final file stays until close.

@@ -120,7 +120,7 @@ def radial_profiles(maps: np.ndarray, n_bins: int = 8) -> np.ndarray:
         ``(n, 2 * C * n_bins)`` float64: all means, then all RMS values.
 
     Example:
-        >>> radial_profiles(np.ones((1, 1, 8, 8)), n_bins=2).tolist()
+        >>> radial_profiles(np.ones((1, 1, 8, 8)), n_bins=2).round(12).tolist()
         [[1.0, 1.0, 1.0, 1.0]]
     """
     maps = np.asarray(maps, np.float64)

@@ -184,7 +184,13 @@ def predict_dataset(
             except SamplingError as err:  # name the sample in the file
                 msg = f"{ds.path}, batch from sample {start}: {err}"
                 raise SamplingError(msg) from None
-            flags = {} if detector is None else {"misspecification": detector}
+            # Scalar summaries flag by default: pass the detector, or False
+            # when flags are off or unavailable (no second attempt per batch).
+            flags = (
+                {}
+                if is_map
+                else {"misspecification": detector if detector is not None else False}
+            )
             summary = post.summarize(x, samples=s, **flags)
             summaries.append(summary.to_columns())
             if is_map:
