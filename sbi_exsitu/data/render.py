@@ -67,6 +67,7 @@ __all__ = [
     "pixel_mask",
     "preprocess",
     "render_views",
+    "smoothed_exsitu_fraction",
 ]
 
 CHANNELS: tuple[str, ...] = ("mass", "velocity", "dispersion", "age", "metallicity")
@@ -101,6 +102,12 @@ class RenderConfig:
         aperture_re: diameter of a circular aperture in half-mass radii.
         min_pixels: fewer unmasked pixels than this is an error (too few
             particles for the resolution).
+        exsitu_smooth_sigma: Gaussian width in pixels of the ex-situ target:
+            the stored ex-situ map is smooth(ex-situ mass) / smooth(total mass)
+            (:func:`smoothed_exsitu_fraction`), a fraction above the particle
+            shot noise. 0 (the default, and the meaning of every dataset
+            written before this field) stores the raw per-pixel ratio, of which
+            about half the unmasked pixels are exactly 0 or 1.
     """
 
     resolution: int = 128
@@ -119,6 +126,7 @@ class RenderConfig:
     standardize: bool = True
     aperture_re: float | None = None
     min_pixels: int = 16
+    exsitu_smooth_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -169,6 +177,11 @@ class RenderConfig:
             )
         if self.smooth_sigma < 0:
             raise RenderError("render config: 'smooth_sigma' must be >= 0")
+        if not self.exsitu_smooth_sigma >= 0:
+            raise RenderError(
+                f"render config: 'exsitu_smooth_sigma' is {self.exsitu_smooth_sigma}"
+                ", expected a kernel width >= 0 pixels (0 = raw per-pixel ratio)"
+            )
         if self.aperture_re is not None:
             if not 0 < self.aperture_re <= self.fov_re:
                 raise RenderError(
@@ -420,6 +433,35 @@ def _channel(stats: PixelStatistics, name: str, config: RenderConfig) -> np.ndar
         return z
 
 
+def smoothed_exsitu_fraction(stats: PixelStatistics, sigma: float) -> np.ndarray:
+    """Ex-situ mass fraction smooth(ex-situ mass) / smooth(mass), (H, W).
+
+    Both masses are filtered with one Gaussian of ``sigma`` pixels over the whole
+    field of view (zero padding, so every particle counts once wherever it lies),
+    which keeps the ratio a mass fraction in [0, 1] and turns a pixel of a few
+    particles of one origin into the local fraction of its neighbourhood. NaN
+    where the smoothed mass is 0. ``sigma = 0`` is the raw ratio.
+
+    Example:
+        >>> import numpy as np
+        >>> m = np.zeros((5, 5)); m[2, 2] = m[2, 3] = 1.0
+        >>> ex = np.where(m > 0, 0.0, np.nan); ex[2, 3] = 1.0
+        >>> st = PixelStatistics(m, m, *(m,) * 4, exsitu_fraction=ex)
+        >>> float(smoothed_exsitu_fraction(st, 0.0)[2, 2])
+        0.0
+        >>> 0.0 < float(smoothed_exsitu_fraction(st, 1.0)[2, 2]) < 0.5
+        True
+    """
+    if sigma == 0:
+        return stats.exsitu_fraction
+    ex_mass = np.where(stats.mass > 0, stats.exsitu_fraction * stats.mass, 0.0)
+    num = ndimage.gaussian_filter(ex_mass, sigma, mode="constant")
+    den = ndimage.gaussian_filter(stats.mass, sigma, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return np.clip(frac, 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class RenderedViews:
     """The maps of V views of one galaxy.
@@ -470,7 +512,8 @@ def render_views(
             maps[k], mask[k] = preprocess(stats, config)
         except RenderError as err:
             raise RenderError(f"{particles.name}, view {k}: {err}") from None
-        exsitu[k] = np.where(mask[k], stats.exsitu_fraction, 0.0)
+        frac = smoothed_exsitu_fraction(stats, config.exsitu_smooth_sigma)
+        exsitu[k] = np.where(mask[k], frac, 0.0)
         if particles.ex_situ is None:
             exsitu[k] = np.nan
     return RenderedViews(maps=maps, exsitu=exsitu, mask=mask, directions=directions)
