@@ -31,13 +31,13 @@ sys.path.insert(0, str(_HERE.parent))
 import numpy as np  # noqa: E402
 
 from sbi_exsitu.data.cameras import polyhedron_vertices  # noqa: E402
+from sbi_exsitu.data.exsitu_target import smoothed_exsitu_fraction  # noqa: E402
 from sbi_exsitu.data.mock.registry import get_model  # noqa: E402
 from sbi_exsitu.data.particles import Particles  # noqa: E402
 from sbi_exsitu.data.render import (  # noqa: E402
     RenderConfig,
     pixel_mask,
     pixel_statistics,
-    smoothed_exsitu_fraction,
 )
 from sbi_exsitu.data.simulate import galaxy_seed  # noqa: E402
 
@@ -48,7 +48,9 @@ ADAPTIVE = (2.0, 3.0, 4.0)  # sigma_p = k / sqrt(count_p), clipped to [0, 2]
 def _adaptive(stats, k: float) -> np.ndarray:
     """Per-pixel width k / sqrt(N_p), picked from a ladder of fixed widths."""
     ladder = np.array(FIXED)
-    fr = np.stack([smoothed_exsitu_fraction(stats, s) for s in ladder])
+    fr = np.stack(
+        [smoothed_exsitu_fraction(stats.mass, stats.exsitu_fraction, s) for s in ladder]
+    )
     want = np.clip(k / np.sqrt(np.maximum(stats.count, 1.0)), 0.0, ladder[-1])
     pick = np.abs(want[None] - ladder[:, None, None]).argmin(axis=0)
     return np.take_along_axis(fr, pick[None], axis=0)[0]
@@ -99,7 +101,7 @@ def main() -> None:
             for name in names:
                 kind, v = name.split()
                 t = (
-                    smoothed_exsitu_fraction(s_lo, float(v))
+                    smoothed_exsitu_fraction(s_lo.mass, s_lo.exsitu_fraction, float(v))
                     if kind == "fixed"
                     else _adaptive(s_lo, float(v))
                 )

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from sbi_exsitu.data.cameras import camera_basis, polyhedron_vertices
+from sbi_exsitu.data.exsitu_target import smoothed_exsitu_fraction
 from sbi_exsitu.data.particles import Particles
 from sbi_exsitu.data.render import (
     CHANNELS,
@@ -20,7 +21,6 @@ from sbi_exsitu.data.render import (
     pixel_statistics,
     preprocess,
     render_views,
-    smoothed_exsitu_fraction,
 )
 
 FIELDS = (
@@ -368,14 +368,16 @@ def test_smoothed_exsitu_target_is_a_mass_fraction_above_the_shot_noise():
     # smooth(ex mass) / smooth(mass): the smoothed ex-situ mass is conserved
     # (zero padding, kernel far inside the field of view).
     st_ = pixel_statistics(p, d, RenderConfig(resolution=32, fov_re=12.0))
-    frac = smoothed_exsitu_fraction(st_, 1.0)
+    frac = smoothed_exsitu_fraction(st_.mass, st_.exsitu_fraction, 1.0)
     from scipy import ndimage
 
     total = ndimage.gaussian_filter(st_.mass, 1.0, mode="constant")
     ex_mass = np.nansum(st_.exsitu_fraction * st_.mass)
     assert np.nansum(frac * total) == pytest.approx(ex_mass, rel=1e-6)
     assert np.array_equal(
-        smoothed_exsitu_fraction(st_, 0.0), st_.exsitu_fraction, equal_nan=True
+        smoothed_exsitu_fraction(st_.mass, st_.exsitu_fraction, 0.0),
+        st_.exsitu_fraction,
+        equal_nan=True,
     )
 
 

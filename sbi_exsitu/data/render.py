@@ -54,6 +54,7 @@ import numpy as np
 from scipy import ndimage
 
 from sbi_exsitu.data.cameras import camera_basis, polyhedron_vertices
+from sbi_exsitu.data.exsitu_target import smoothed_exsitu_fraction
 from sbi_exsitu.data.particles import Particles
 from sbi_exsitu.errors import RenderError
 
@@ -67,7 +68,6 @@ __all__ = [
     "pixel_mask",
     "preprocess",
     "render_views",
-    "smoothed_exsitu_fraction",
 ]
 
 CHANNELS: tuple[str, ...] = ("mass", "velocity", "dispersion", "age", "metallicity")
@@ -104,7 +104,7 @@ class RenderConfig:
             particles for the resolution).
         exsitu_smooth_sigma: Gaussian width in pixels of the ex-situ target:
             the stored ex-situ map is smooth(ex-situ mass) / smooth(total mass)
-            (:func:`smoothed_exsitu_fraction`), a fraction above the particle
+            (:mod:`sbi_exsitu.data.exsitu_target`), a fraction above the particle
             shot noise. 0 (the default, and the meaning of every dataset
             written before this field) stores the raw per-pixel ratio, of which
             about half the unmasked pixels are exactly 0 or 1.
@@ -433,35 +433,6 @@ def _channel(stats: PixelStatistics, name: str, config: RenderConfig) -> np.ndar
         return z
 
 
-def smoothed_exsitu_fraction(stats: PixelStatistics, sigma: float) -> np.ndarray:
-    """Ex-situ mass fraction smooth(ex-situ mass) / smooth(mass), (H, W).
-
-    Both masses are filtered with one Gaussian of ``sigma`` pixels over the whole
-    field of view (zero padding, so every particle counts once wherever it lies),
-    which keeps the ratio a mass fraction in [0, 1] and turns a pixel of a few
-    particles of one origin into the local fraction of its neighbourhood. NaN
-    where the smoothed mass is 0. ``sigma = 0`` is the raw ratio.
-
-    Example:
-        >>> import numpy as np
-        >>> m = np.zeros((5, 5)); m[2, 2] = m[2, 3] = 1.0
-        >>> ex = np.where(m > 0, 0.0, np.nan); ex[2, 3] = 1.0
-        >>> st = PixelStatistics(m, m, *(m,) * 4, exsitu_fraction=ex)
-        >>> float(smoothed_exsitu_fraction(st, 0.0)[2, 2])
-        0.0
-        >>> 0.0 < float(smoothed_exsitu_fraction(st, 1.0)[2, 2]) < 0.5
-        True
-    """
-    if sigma == 0:
-        return stats.exsitu_fraction
-    ex_mass = np.where(stats.mass > 0, stats.exsitu_fraction * stats.mass, 0.0)
-    num = ndimage.gaussian_filter(ex_mass, sigma, mode="constant")
-    den = ndimage.gaussian_filter(stats.mass, sigma, mode="constant")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-    return np.clip(frac, 0.0, 1.0)
-
-
 @dataclass(frozen=True)
 class RenderedViews:
     """The maps of V views of one galaxy.
@@ -512,7 +483,9 @@ def render_views(
             maps[k], mask[k] = preprocess(stats, config)
         except RenderError as err:
             raise RenderError(f"{particles.name}, view {k}: {err}") from None
-        frac = smoothed_exsitu_fraction(stats, config.exsitu_smooth_sigma)
+        frac = smoothed_exsitu_fraction(
+            stats.mass, stats.exsitu_fraction, config.exsitu_smooth_sigma
+        )
         exsitu[k] = np.where(mask[k], frac, 0.0)
         if particles.ex_situ is None:
             exsitu[k] = np.nan
