@@ -10,7 +10,7 @@ shared-noise correlation to fit. Trained by
 
 Example:
     >>> import sbi_exsitu as sx                                    # doctest: +SKIP
-    >>> post = sx.load_posterior("runs/map-fm")  # a FlowMatchingMapPosterior
+    >>> post = sx.load_posterior("runs/map-fm")                    # doctest: +SKIP
     >>> post.sample(maps, 100).shape  # maps: (10, 5, 32, 32)       # doctest: +SKIP
     (10, 100, 32, 32)
 """
