@@ -30,7 +30,8 @@ Every step resumes (datasets, trained runs, finished test JSONs are reused).
 Usage::
 
     python benchmarks/observations.py configs/manga-like.toml \
-        [--out runs/observations] [--n-galaxies 800] [--cells manga psf_4]
+        [--out runs/observations] [--n-galaxies 800] [--workers 2]
+        [--cells manga psf_4]
 
 Progress goes to stderr; the last line of stdout is one JSON object.
 """
@@ -84,7 +85,7 @@ def cell_config(
     )
 
 
-def train_cell(cfg: ExperimentConfig) -> Any:
+def train_cell(cfg: ExperimentConfig, workers: int = 1) -> Any:
     """Simulate (resuming) and fit (or load the finished run)."""
     from sbi_exsitu.data.simulate import simulate
     from sbi_exsitu.posteriors import load_posterior
@@ -92,7 +93,13 @@ def train_cell(cfg: ExperimentConfig) -> Any:
     from sbi_exsitu.training.fit import fit
 
     t0 = time.perf_counter()
-    simulate(cfg.simulation_config(), cfg.train_path, resume=True, progress=False)
+    simulate(
+        cfg.simulation_config(),
+        cfg.train_path,
+        workers=workers,
+        resume=True,
+        progress=False,
+    )
     t1 = time.perf_counter()
     if RunDirectory(cfg.run_dir).is_finished:
         return load_posterior(cfg.run_dir), {}
@@ -164,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("config", type=Path)
     ap.add_argument("--out", type=Path, default=Path("runs/observations"))
     ap.add_argument("--n-galaxies", type=int, default=800)
+    ap.add_argument("--workers", type=int, default=2, help="simulation processes")
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
     args = ap.parse_args(argv)
     base = ExperimentConfig.from_toml(args.config)
@@ -175,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in cells:
         cfg = cell_config(base, name, args.out, args.n_galaxies)
         _say(f"[{name}] simulate + fit -> {cfg.run_dir}")
-        posts[name], timings[name] = train_cell(cfg)
+        posts[name], timings[name] = train_cell(cfg, args.workers)
         res = evaluate_cell(
             posts[name], cfg.train_path, cfg.data.split_seed, cfg.run.seed,
             args.out / "tests" / f"{name}__{name}.json",

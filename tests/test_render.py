@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from sbi_exsitu.data.cameras import camera_basis, polyhedron_vertices
+from sbi_exsitu.data.exsitu_target import smoothed_exsitu_fraction
 from sbi_exsitu.data.particles import Particles
 from sbi_exsitu.data.render import (
     CHANNELS,
@@ -348,6 +349,51 @@ def test_unflagged_particles_give_nan_exsitu_maps():
     views = render_views(p, RenderConfig(resolution=16), 4)
     assert np.isnan(views.exsitu).all()
     assert np.isfinite(views.maps).all()
+
+
+def test_smoothed_exsitu_target_is_a_mass_fraction_above_the_shot_noise():
+    p = galaxy(3000, 4)
+    d = random_direction(4)
+    raw_cfg = RenderConfig(resolution=32, min_count=1)
+    raw = render_views(p, raw_cfg, d[None])
+    smooth = render_views(
+        p, dataclasses.replace(raw_cfg, exsitu_smooth_sigma=1.0), d[None]
+    )
+    m = raw.mask[0]
+    atoms = lambda y: np.mean((y[m] == 0) | (y[m] == 1))  # noqa: E731
+    assert atoms(raw.exsitu[0]) > 0.2 > 0.02 > atoms(smooth.exsitu[0])
+    assert ((smooth.exsitu >= 0) & (smooth.exsitu <= 1)).all()
+    # The observation maps do not depend on the target's kernel.
+    np.testing.assert_array_equal(raw.maps, smooth.maps)
+    # smooth(ex mass) / smooth(mass): the smoothed ex-situ mass is conserved
+    # (zero padding, kernel far inside the field of view).
+    st_ = pixel_statistics(p, d, RenderConfig(resolution=32, fov_re=12.0))
+    frac = smoothed_exsitu_fraction(st_.mass, st_.exsitu_fraction, 1.0)
+    from scipy import ndimage
+
+    total = ndimage.gaussian_filter(st_.mass, 1.0, mode="constant")
+    ex_mass = np.nansum(st_.exsitu_fraction * st_.mass)
+    assert np.nansum(frac * total) == pytest.approx(ex_mass, rel=1e-6)
+    assert np.array_equal(
+        smoothed_exsitu_fraction(st_.mass, st_.exsitu_fraction, 0.0),
+        st_.exsitu_fraction,
+        equal_nan=True,
+    )
+
+
+def test_configs_without_the_target_kernel_keep_the_raw_target():
+    # Datasets written before exsitu_smooth_sigma stored the raw ratio.
+    # The key is written only when set, so their JSON is unchanged too.
+    old = RenderConfig(resolution=16).to_dict()
+    assert "exsitu_smooth_sigma" not in old
+    assert RenderConfig.from_dict(old).exsitu_smooth_sigma == 0.0
+    smooth = RenderConfig(resolution=16, exsitu_smooth_sigma=1.0)
+    assert RenderConfig.from_dict(smooth.to_dict()) == smooth
+    assert smooth.diff(RenderConfig(resolution=16)) == [
+        "exsitu_smooth_sigma: 1.0 != 0.0"
+    ]
+    with pytest.raises(RenderError, match="exsitu_smooth_sigma"):
+        RenderConfig(exsitu_smooth_sigma=-1.0)
 
 
 def test_errors():

@@ -14,8 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sbi_exsitu.config.experiment import ExperimentConfig
+from sbi_exsitu.errors import ConfigError
 
-__all__ = ["MapSettings"]
+__all__ = ["MODELS", "MapSettings"]
+
+#: ``[map] model`` values.
+MODELS = ("cvae", "flow_matching")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,14 @@ class MapSettings:
     """The ``[map]`` table of an experiment file (all optional).
 
     Attributes:
+        model: ``"cvae"`` (cVAE + latent flow, Angeloudi et al. 2024) or
+            ``"flow_matching"`` (conditional flow matching over the whole map,
+            :mod:`sbi_exsitu.posteriors.map.flow_matching`, issue #19).
+        fm_width: channels at full resolution of the flow-matching U-Net.
+        fm_levels: stride-2 halvings of the flow-matching U-Net.
+        fm_steps: midpoint ODE steps per flow-matching draw.
+        fm_global: a global-context MLP at the U-Net bottleneck
+            (:class:`~sbi_exsitu.posteriors.map.flow_matching.FlowMatchingConfig`).
         latent_dim: size of the cVAE latent.
         width: channels of the first cVAE stage.
         beta: KL weight of the ELBO (1 = the ELBO).
@@ -48,6 +60,11 @@ class MapSettings:
         n_panels: galaxies shown in ``map_panels.png``.
     """
 
+    model: str = "cvae"
+    fm_width: int = 16
+    fm_levels: int = 2
+    fm_steps: int = 6
+    fm_global: bool = False
     latent_dim: int = 16
     width: int = 16
     beta: float = 1.0
@@ -63,6 +80,12 @@ class MapSettings:
     eval_samples: int = 100
     eval_max_obs: int = 300
     n_panels: int = 4
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(
+                f"[map] model is {self.model!r}, expected one of {list(MODELS)}"
+            )
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> MapSettings:

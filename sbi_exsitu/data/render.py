@@ -51,6 +51,7 @@ import numpy as np
 from scipy import ndimage
 
 from sbi_exsitu.data.cameras import polyhedron_vertices
+from sbi_exsitu.data.exsitu_target import smoothed_exsitu_fraction
 from sbi_exsitu.data.particles import Particles
 from sbi_exsitu.data.projection import pixel_index
 from sbi_exsitu.data.render_config import CHANNELS, RenderConfig
@@ -316,7 +317,10 @@ def render_views(
             maps[k], mask[k] = preprocess(stats, config)
         except RenderError as err:
             raise RenderError(f"{particles.name}, view {k}: {err}") from None
-        exsitu[k] = np.where(mask[k], stats.exsitu_fraction, 0.0)
+        frac = smoothed_exsitu_fraction(
+            stats.mass, stats.exsitu_fraction, config.exsitu_smooth_sigma
+        )
+        exsitu[k] = np.where(mask[k], frac, 0.0)
         if particles.ex_situ is None:
             exsitu[k] = np.nan
     return RenderedViews(maps=maps, exsitu=exsitu, mask=mask, directions=directions)

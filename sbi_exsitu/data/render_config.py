@@ -51,6 +51,12 @@ class RenderConfig:
         aperture_re: diameter of a circular aperture in half-mass radii.
         min_pixels: fewer unmasked pixels than this is an error (too few
             particles for the resolution).
+        exsitu_smooth_sigma: Gaussian width in pixels of the ex-situ target:
+            the stored ex-situ map is smooth(ex-situ mass) / smooth(total mass)
+            (:mod:`sbi_exsitu.data.exsitu_target`), a fraction above the particle
+            shot noise. 0 (the default, and the meaning of every dataset
+            written before this field) stores the raw per-pixel ratio, of which
+            about half the unmasked pixels are exactly 0 or 1.
         observe: None for idealised maps, or the
             :class:`~sbi_exsitu.data.observe.config.ObserveConfig` (or its dict)
             of observed ones (the ``[observe]`` table of a config file).
@@ -72,6 +78,7 @@ class RenderConfig:
     standardize: bool = True
     aperture_re: float | None = None
     min_pixels: int = 16
+    exsitu_smooth_sigma: float = 0.0
     # Any, not ObserveConfig: the observation stage imports this module.
     observe: Any = None
 
@@ -132,6 +139,11 @@ class RenderConfig:
                 f"render config: 'weighting' is {self.weighting!r}, expected one "
                 f"of {list(_WEIGHTINGS)}"
             )
+        if not self.exsitu_smooth_sigma >= 0:
+            raise RenderError(
+                f"render config: 'exsitu_smooth_sigma' is {self.exsitu_smooth_sigma}"
+                ", expected a kernel width >= 0 pixels (0 = raw per-pixel ratio)"
+            )
         if self.min_count < 0:
             raise RenderError("render config: 'min_count' must be >= 0")
         if self.keep_top_fraction is not None and not 0 < self.keep_top_fraction <= 1:
@@ -175,13 +187,16 @@ class RenderConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict (tuples become lists).
 
-        ``observe`` appears only for observed maps, so idealised configs keep the
-        JSON (and the run-directory files) they had before the key existed.
+        ``observe`` appears only for observed maps and ``exsitu_smooth_sigma``
+        only when it is not 0, so other configs keep the JSON (and the
+        run-directory files) they had before these keys existed.
         """
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for key, value in out.items():
             if isinstance(value, tuple):
                 out[key] = list(value)
+        if not out["exsitu_smooth_sigma"]:
+            del out["exsitu_smooth_sigma"]
         observe = out.pop("observe")
         if observe is not None:
             out["observe"] = observe.to_dict()
@@ -224,6 +239,8 @@ class RenderConfig:
         """Human-readable differences, e.g. ``["resolution: 64 != 128"]``."""
         a, b = self.to_dict(), other.to_dict()
         oa, ob = a.pop("observe", None), b.pop("observe", None)
+        for d in (a, b):
+            d.setdefault("exsitu_smooth_sigma", 0.0)
         out = [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]
         if (oa is None) != (ob is None):
             kinds = ("observed", "idealised")

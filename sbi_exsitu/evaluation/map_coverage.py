@@ -185,6 +185,7 @@ def map_calibration(
     samples: np.ndarray | None = None,
     mass: np.ndarray | None = None,
     batch_size: int = 32,
+    joint: bool = True,
 ) -> dict[str, Any]:
     """Per-pixel and implied-f_ex coverage of a map posterior on labelled maps.
 
@@ -200,6 +201,10 @@ def map_calibration(
         samples: (len(indices), S, H, W) flow draws already made.
         mass: (len(indices), H, W) linear mass per pixel for the f_ex weights.
         batch_size: observations sampled at once (bounds memory).
+        joint: also the joint, galaxy-aware tests of
+            :func:`sbi_exsitu.evaluation.map_joint.joint_map_calibration` (TARP
+            over whole maps, SBC on the implied f_ex), under ``"joint"``; they
+            keep every draw in memory.
 
     Returns:
         JSON-ready dict: ``levels``, ``pixel_coverage``,
@@ -222,7 +227,7 @@ def map_calibration(
     hits_inner = np.zeros(len(levels))
     hits_closed = np.zeros(len(levels))
     n_pix = n_inner = 0
-    f_draws, f_map, kinds = [], [], set()
+    f_draws, f_map, kinds, kept = [], [], set(), []
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
         x, y, m = dataset.maps(idx), dataset.exsitu(idx), dataset.mask(idx)
@@ -232,6 +237,8 @@ def map_calibration(
             )
         else:
             s = samples[start : start + len(idx)]
+        if joint:
+            kept.append(s)
         hits += _pixel_hits(s, y, m, levels)
         inner = m & (y > 0) & (y < 1)
         hits_inner += _pixel_hits(s, y, inner, levels)
@@ -274,6 +281,18 @@ def map_calibration(
         out[f"{key}_coverage"] = c.tolist()
         out[f"{key}_coverage_error_68"] = _error(levels, c, 0.68)
         out[f"{key}_coverage_error_95"] = _error(levels, c, 0.95)
+    if joint:
+        from sbi_exsitu.evaluation.map_joint import joint_map_calibration
+
+        out["joint"] = joint_map_calibration(
+            np.concatenate(kept),
+            dataset.exsitu(indices),
+            dataset.mask(indices),
+            f_draws_all,
+            f_true,
+            dataset.labels["galaxy_id"][indices],
+            seed=derive_seed(seed, "joint"),
+        )
     if out_dir is not None:
         out_dir = Path(out_dir)
         fig = plot_map_coverage(out)

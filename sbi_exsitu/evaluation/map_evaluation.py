@@ -79,7 +79,8 @@ def evaluate_map_posterior(
         dataset.mask(indices),
     )
     means, stds, flow_samples = {}, None, None
-    for method in METHODS:
+    # A flow-matching posterior has no latent: it draws with "flow" only.
+    for method in getattr(post, "methods", METHODS):
         out = np.empty_like(truth)
         sd = np.empty_like(truth)
         keep = [] if method == "flow" else None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sbi_exsitu.errors import RunError
 from sbi_exsitu.posteriors.base import Posterior
+from sbi_exsitu.posteriors.map.fm_posterior import FlowMatchingMapPosterior
 from sbi_exsitu.posteriors.map.posterior import MapPosterior, MapSummary
 from sbi_exsitu.posteriors.scalar import ExSituPosterior
 from sbi_exsitu.posteriors.summary import PosteriorSummary, highest_density_intervals
@@ -22,6 +23,7 @@ from sbi_exsitu.runs import RunDirectory
 __all__ = [
     "POSTERIOR_KINDS",
     "ExSituPosterior",
+    "FlowMatchingMapPosterior",
     "MapPosterior",
     "MapSummary",
     "Posterior",
@@ -60,4 +62,6 @@ def load_posterior(run_dir: str | Path, device: str = "cpu") -> Posterior:
             f"{run.model_file}: kind is {kind!r}, expected one of "
             f"{sorted(POSTERIOR_KINDS)}"
         )
+    if kind == "map" and run.read_model().get("model") == "flow_matching":
+        return FlowMatchingMapPosterior.load(run.path, device=device)
     return POSTERIOR_KINDS[kind].load(run.path, device=device)

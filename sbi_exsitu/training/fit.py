@@ -87,9 +87,13 @@ def fit(
         TrainingDivergedError: a loss became NaN or infinite.
     """
     if cfg.posterior.kind != "scalar":
+        from sbi_exsitu.config.map import MapSettings
         from sbi_exsitu.training.map import fit_map_posterior
+        from sbi_exsitu.training.map_fm import fit_flow_matching_map
 
-        return fit_map_posterior(
+        flow_matching = MapSettings.from_config(cfg).model == "flow_matching"
+        fit_map = fit_flow_matching_map if flow_matching else fit_map_posterior
+        return fit_map(
             cfg,
             overwrite=overwrite,
             progress=progress,

@@ -343,6 +343,11 @@ def fit_map_posterior(
     """
 
     settings = MapSettings.from_config(cfg)
+    if settings.model != "cvae":
+        raise ConfigError(
+            f"{cfg.source} [map]: model is {settings.model!r}; this trains the "
+            "cVAE (train any map model with sbi_exsitu.training.fit.fit)"
+        )
     configure_threads(cfg.run.threads)
     if resolve_device(cfg.run.device).type != "cpu":
         warnings.warn(

@@ -420,6 +420,8 @@ def tarp(
     *,
     seed: int = 0,
     num_bins: int | None = None,
+    references: np.ndarray | None = None,
+    z_score: bool = True,
 ) -> TarpResult:
     """TARP coverage via sbi's ``run_tarp`` and ``check_tarp`` (Lemos et al. 2023).
 
@@ -431,6 +433,11 @@ def tarp(
         truths: ``(n_obs, D)`` true parameters.
         seed: seeds the random reference points.
         num_bins: credibility bins; sbi's default is ``n_obs // 10``.
+        references: ``(n_obs, D)`` reference points, e.g. x-dependent ones
+            (Lemos et al. 2023: needed for TARP to be sufficient); default:
+            sbi's uniform draws over the box of the truths.
+        z_score: rescale every dimension to the range of the truths (sbi's
+            default); off for maps whose pixels share one scale.
 
     Returns:
         A :class:`TarpResult`.
@@ -451,6 +458,10 @@ def tarp(
             num_posterior_samples=n_draws,
             show_progress_bar=False,
             num_bins=num_bins,
+            references=None
+            if references is None
+            else torch.as_tensor(references, dtype=torch.float32),
+            z_score_theta=z_score,
         )
     atc, ks_p = check_tarp(ecp, alpha)
     return TarpResult(alpha.numpy(), ecp.numpy(), float(atc), float(ks_p))

@@ -135,6 +135,8 @@ class MapPosterior(Posterior):
     """
 
     kind = "map"
+    #: The ways :meth:`sample` can draw latents (``method=``).
+    methods: tuple[str, ...] = METHODS
 
     def __init__(
         self,
@@ -426,6 +428,7 @@ class MapPosterior(Posterior):
             {
                 "format": 1,
                 "kind": self.kind,
+                "model": "cvae",
                 "cvae": self.cvae.cfg.to_dict(),
                 "embedding": self.embedding_config,
                 "settings": dataclasses.asdict(self.settings),
@@ -453,6 +456,11 @@ class MapPosterior(Posterior):
         meta = run.read_model()
         if meta.get("kind") != "map":
             raise RunError(f"{run.model_file}: kind is {meta.get('kind')!r}, not 'map'")
+        if meta.get("model", "cvae") != "cvae":
+            raise RunError(
+                f"{run.model_file}: a map run of model {meta.get('model')!r}, not "
+                "the cVAE; load it with sbi_exsitu.load_posterior"
+            )
         dev = resolve_device(device)
         settings = MapSettings(**meta["settings"])
         cvae = ConditionalVAE(CVAEConfig.from_dict(meta["cvae"]))
