@@ -45,7 +45,7 @@ from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.training.loop import discard_checkpoint, train_loop
 from sbi_exsitu.training.result import FitResult, prepare_run
 
-__all__ = ["KLWarmup", "fit_map_posterior"]
+__all__ = ["KLWarmup", "finish_map_run", "fit_map_posterior"]
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]
 
@@ -309,6 +309,39 @@ def _evaluate(
     return metrics
 
 
+def finish_map_run(
+    posterior: Any,
+    dataset: MapDataset,
+    splits: dict[str, np.ndarray],
+    run: RunDirectory,
+    cfg: ExperimentConfig,
+    settings: MapSettings,
+    metrics: dict[str, Any],
+    *,
+    evaluate: bool,
+    num_eval_samples: int | None,
+) -> FitResult:
+    """The last steps of every map model's fit: evaluate, write metrics, save.
+
+    Shared by the cVAE and the flow-matching trainers, so a finished run looks
+    the same whichever model made it; ``model.json`` is written last.
+    """
+    if evaluate:
+        test = subsample(splits["test"], settings.eval_max_obs, cfg.run.seed)
+        metrics |= _evaluate(
+            posterior,
+            dataset,
+            test,
+            run.path,
+            num_samples=num_eval_samples or settings.eval_samples,
+            seed=cfg.run.seed,
+            n_panels=settings.n_panels,
+        )
+    run.write_metrics(metrics)
+    posterior.save(run.path)  # model.json last: its presence marks a finished run
+    return FitResult(run_dir=run.path, posterior=posterior, metrics=metrics)
+
+
 def fit_map_posterior(
     cfg: ExperimentConfig,
     *,
@@ -402,20 +435,10 @@ def fit_map_posterior(
     from sbi_exsitu.figures import save_figure
 
     save_figure(plot_map_training(hist_cvae, hist_flow), run / "training_curves")
-    if evaluate:
-        test = subsample(splits["test"], settings.eval_max_obs, cfg.run.seed)
-        metrics |= _evaluate(
-            posterior,
-            dataset,
-            test,
-            run.path,
-            num_samples=num_eval_samples or settings.eval_samples,
-            seed=cfg.run.seed,
-            n_panels=settings.n_panels,
-        )
-    run.write_metrics(metrics)
-    posterior.save(run.path)  # model.json last: its presence marks a finished run
-    return FitResult(run_dir=run.path, posterior=posterior, metrics=metrics)
+    return finish_map_run(
+        posterior, dataset, splits, run, cfg, settings, metrics,
+        evaluate=evaluate, num_eval_samples=num_eval_samples,
+    )  # fmt: skip
 
 
 def _assemble(

@@ -31,10 +31,10 @@ from sbi_exsitu.training.map import (
     Batch,
     _Arrays,
     _ensure_dataset,
-    _evaluate,
     _read_arrays,
     _train_batches,
     _validation_batches,
+    finish_map_run,
 )
 from sbi_exsitu.training.result import FitResult, prepare_run
 
@@ -152,17 +152,7 @@ def fit_flow_matching_map(
         "mass_scale": mass_scale,
         "noise_rho": 0.0,
     }
-    if evaluate:
-        test = subsample(splits["test"], settings.eval_max_obs, cfg.run.seed)
-        metrics |= _evaluate(
-            posterior,
-            dataset,
-            test,
-            run.path,
-            num_samples=num_eval_samples or settings.eval_samples,
-            seed=cfg.run.seed,
-            n_panels=settings.n_panels,
-        )
-    run.write_metrics(metrics)
-    posterior.save(run.path)  # model.json last: its presence marks a finished run
-    return FitResult(run_dir=run.path, posterior=posterior, metrics=metrics)
+    return finish_map_run(
+        posterior, dataset, splits, run, cfg, settings, metrics,
+        evaluate=evaluate, num_eval_samples=num_eval_samples,
+    )  # fmt: skip
