@@ -53,6 +53,7 @@ sys.path.insert(0, str(_HERE.parent))
 import numpy as np  # noqa: E402
 
 from sbi_exsitu.config.experiment import ExperimentConfig  # noqa: E402
+from sbi_exsitu.errors import SimulationError  # noqa: E402
 
 # name -> (observe overrides, or None for idealised maps; render overrides)
 CELLS: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {
@@ -157,6 +158,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     )  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
+        if "failed" in r:
+            lines.append(f"| {r['trained_on']} | {r['tested_on']} | failed: "
+                         f"{r['failed'][:120]} |")  # fmt: skip
+            continue
         cells = [
             f"{r[c]:+.3f}" if c == "bias" else
             f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])
@@ -183,7 +188,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in cells:
         cfg = cell_config(base, name, args.out, args.n_galaxies)
         _say(f"[{name}] simulate + fit -> {cfg.run_dir}")
-        posts[name], timings[name] = train_cell(cfg, args.workers)
+        try:
+            posts[name], timings[name] = train_cell(cfg, args.workers)
+        except SimulationError as err:  # e.g. a galaxy with no observable pixel
+            _say(f"[{name}] FAILED: {err}")
+            rows.append({"trained_on": name, "tested_on": name, "failed": str(err)})
+            continue
         res = evaluate_cell(
             posts[name], cfg.train_path, cfg.data.split_seed, cfg.run.seed,
             args.out / "tests" / f"{name}__{name}.json",
