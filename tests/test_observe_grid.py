@@ -84,6 +84,14 @@ def test_preprocess_takes_the_valid_mask_and_refuses_count_rules():
         preprocess(stats, RenderConfig(resolution=16, weighting="none"), valid=valid)
 
 
+def test_too_little_observed_area_names_the_observation_fixes():
+    stats, valid = to_posterior_grid(_maps(_smooth), CFG)
+    few = np.zeros_like(valid)
+    few[0, :3] = True  # 3 pixels, fewer than min_pixels
+    with pytest.raises(RenderError, match=r"observed area.*redshift floor.*min_snr"):
+        preprocess(stats, CFG, valid=few)
+
+
 def test_missing_channel_is_named():
     sm = _maps(lambda xx, yy: {"mass": np.ones_like(xx)})
     with pytest.raises(ObservationError, match="velocity"):

@@ -207,16 +207,19 @@ def preprocess(
     mask = pixel_mask(stats, config, valid)
     n_kept = int(mask.sum())
     if n_kept < config.min_pixels:
-        what, fix = (
-            (f"hold >= {config.min_count} particles", "too few particles")
-            if valid is None
-            else ("are valid observed pixels", "too little observed area")
-        )
+        if valid is None:
+            what = f"hold >= {config.min_count} particles"
+            fix = "too few particles for this resolution (lower 'resolution' or "
+            fix += "'min_count')"
+        else:
+            what = "are valid observed pixels"
+            # Too faint for the S/N mask, or far larger than the largest bundle
+            # at a low redshift (MaNGA's selection avoids both).
+            fix = "too little observed area (raise the [observe] redshift floor, "
+            fix += "lower 'min_snr', 'fov_re' or 'min_pixels')"
         raise RenderError(
             f"only {n_kept} pixels {what} inside the mask at resolution "
-            f"{config.resolution}, expected >= {config.min_pixels}: {fix} for "
-            "this resolution (lower 'resolution' or 'min_count', or the "
-            "observation's S/N threshold)"
+            f"{config.resolution}, expected >= {config.min_pixels}: {fix}"
         )
     out = np.zeros((config.n_channels, *mask.shape), dtype=np.float32)
     smooth_norm = None
