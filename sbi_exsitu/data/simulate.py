@@ -258,10 +258,15 @@ def _simulate_galaxy(
                 particles, render, render.observe, int(n_views), seed, index
             )
     except RenderError as err:
+        # The render error already names the observation's fixes when observed.
+        hint = (
+            "; raise 'min_particles' in [model] or lower 'resolution' in [render]"
+            if render.observe is None
+            else ""
+        )
         raise SimulationError(
             f"galaxy {index} (seed {seed}, log M* = {info['log_mstar']:.2f}, "
-            f"{len(particles)} particles) cannot be rendered: {err}; raise "
-            "'min_particles' in [model] or lower 'resolution' in [render]"
+            f"{len(particles)} particles) cannot be rendered: {err}{hint}"
         ) from None
     return _Result(index=index, views=rendered, info=info)
 
