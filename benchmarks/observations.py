@@ -21,7 +21,7 @@ Cells (``--cells``, default all; observe overrides on top of CONFIG's
 * ``idealised`` -- no observation stage (the baseline);
 * ``manga`` -- CONFIG as it is (MaNGA defaults);
 * ``psf_only`` / ``noise_only`` -- one effect at a time;
-* ``psf_4`` -- a 4 arcsec FWHM PSF; ``snr_5`` -- S/N 5 at r_e;
+* ``psf_4`` -- a 4 arcsec FWHM PSF; ``snr_8`` / ``snr_5`` -- S/N 8 / 5 at r_e;
 * ``cov_2.5_fov3`` -- Secondary coverage (2.5 r_e) on the ``manga`` grid (3 r_e
   across): a larger bundle, so the whole grid is covered;
 * ``cov_1.5`` / ``cov_2.5`` -- Primary vs Secondary coverage, on a grid 5 r_e
@@ -64,6 +64,7 @@ CELLS: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {
     "psf_only": ({"snr_at_re": False}, {}),
     "noise_only": ({"psf_fwhm_arcsec": False}, {}),
     "psf_4": ({"psf_fwhm_arcsec": 4.0}, {}),
+    "snr_8": ({"snr_at_re": 8.0}, {}),
     "snr_5": ({"snr_at_re": 5.0}, {}),
     "cov_2.5_fov3": ({"coverage_re": 2.5}, {}),
     "cov_1.5": ({"coverage_re": 1.5}, {"fov_re": 5.0}),
