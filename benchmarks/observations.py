@@ -61,7 +61,7 @@ from sbi_exsitu.errors import SimulationError  # noqa: E402
 CELLS: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {
     "idealised": (None, {}),
     "manga": ({}, {}),
-    "psf_only": ({"snr_at_re": False}, {}),
+    "psf_only": ({"snr_at_re": False, "target_snr": False}, {}),
     "noise_only": ({"psf_fwhm_arcsec": False}, {}),
     "psf_4": ({"psf_fwhm_arcsec": 4.0}, {}),
     "snr_8": ({"snr_at_re": 8.0}, {}),
