@@ -86,13 +86,20 @@ def bin_spaxels(xy: np.ndarray, sn: np.ndarray, target_snr: float) -> np.ndarray
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pb = PowerBin(
-            xy[low],
-            capacity,
-            float(target_snr) ** 2,
-            pixelsize=1.0,
-            verbose=0,
-            maxiter=_MAXITER,
-        )
+        try:
+            pb = PowerBin(
+                xy[low],
+                capacity,
+                float(target_snr) ** 2,
+                pixelsize=1.0,
+                verbose=0,
+                maxiter=_MAXITER,
+            )
+        except IndexError:
+            # powerbin 1.1.12 fails in reassign_bad_bins when its accretion
+            # reaches the target in no bin (scattered faint spaxels whose total
+            # passes the check above): as above, one bin for the S/N mask.
+            ids[low] = len(high)
+            return ids
     ids[low] = len(high) + np.asarray(pb.bin_num, dtype=np.intp)
     return ids
