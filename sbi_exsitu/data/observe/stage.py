@@ -50,6 +50,7 @@ import numpy as np
 from scipy import ndimage
 
 from sbi_exsitu.data.cameras import polyhedron_vertices
+from sbi_exsitu.data.exsitu_target import smoothed_exsitu_fraction
 from sbi_exsitu.data.observe.binning import bin_spaxels, binned_snr
 from sbi_exsitu.data.observe.config import ObserveConfig
 from sbi_exsitu.data.observe.distance import kpc_per_arcsec
@@ -354,15 +355,14 @@ def _intrinsic_exsitu(
     PSF) where particles are and is defined on every valid pixel.
     """
     stats = pixel_statistics(particles, direction, render)
-    frac = stats.exsitu_fraction
+    # The same target definition as idealised maps (render.exsitu_smooth_sigma).
+    frac = smoothed_exsitu_fraction(
+        stats.mass, stats.exsitu_fraction, render.exsitu_smooth_sigma
+    )
     empty = mask & ~np.isfinite(frac)
     if empty.any():
-        ex_mass = np.nan_to_num(frac) * stats.mass
         for width in (1.0, 3.0):
-            num = ndimage.gaussian_filter(ex_mass, width, mode="constant")
-            den = ndimage.gaussian_filter(stats.mass, width, mode="constant")
-            with np.errstate(invalid="ignore", divide="ignore"):
-                fill = np.where(den > 0, num / den, np.nan)
+            fill = smoothed_exsitu_fraction(stats.mass, stats.exsitu_fraction, width)
             frac = np.where(empty, fill, frac)
             empty = mask & ~np.isfinite(frac)
             if not empty.any():
