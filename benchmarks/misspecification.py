@@ -59,9 +59,7 @@ Z_SHIFT = {
     "insitu_z_gradient_inner_range": [-0.15, -0.05],
     "insitu_z_gradient_outer_range": [-0.03, 0.03],
 }
-#: (name, train data key, target data key, channels); more cases go here, e.g.
-#: ("ideal->observed", "tng-like", "tng-like-observed", ALL) once the
-#: observation stage can render a "tng-like-observed" dataset.
+#: (name, train data key, target data key, channels).
 CASES: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("all tng->eagle", "tng-like", "eagle-like", ALL),
     ("all eagle->tng", "eagle-like", "tng-like", ALL),
@@ -69,7 +67,14 @@ CASES: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("agez eagle->tng", "eagle-like", "tng-like", AGE_Z),
     ("all tng->tng+zgrad", "tng-like", "tng-zgrad", ALL),
 ]
-EXTRA_CASES: list[tuple[str, str, str, tuple[str, ...]]] = []
+#: Idealised -> observed (issue #17 goal: per-galaxy AUC >= 0.95): the same
+#: model's maps through the observation stage, and the milder PSF-only shift
+#: (the in-model test maps blurred by a Gaussian of PSF_SIGMA_PX; "+psf" marks a
+#: target built from the source dataset in memory, not simulated).
+EXTRA_CASES: list[tuple[str, str, str, tuple[str, ...]]] = [
+    ("all ideal->observed", "tng-like", "tng-like-observed", ALL),
+    ("all ideal->psf", "tng-like", "tng-like+psf", ALL),
+]
 #: data key -> (model, seed offset, model parameter overrides)
 DATA = {
     "tng-like": ("tng-like", 0, {}),
@@ -82,7 +87,25 @@ DATA = {
     # of galaxies the detector never saw (the test splits hold ~75 galaxies).
     "tng-like-fresh": ("tng-like", 4000, {}),
     "eagle-like-fresh": ("eagle-like", 5000, {}),
+    # The same model observed (MaNGA defaults of ObserveConfig) on the idealised
+    # posterior's grid (32 px, fov 4 r_e, aperture 4 r_e): what a run set up for
+    # idealised maps is fed when a user passes it observed ones. The redshift
+    # floor 0.03 (MaNGA: 0.01-0.15) keeps >= min_pixels observed pixels inside a
+    # 4 r_e grid for the largest galaxies.
+    "tng-like-observed": ("tng-like", 6000, {}),
 }
+#: data key -> [observe] table of the observed datasets.
+OBSERVE = {"tng-like-observed": {"redshift": [0.03, 0.15]}}
+#: data key -> (galaxies, views) when not (--galaxies, "balanced"): 1,500 fresh
+#: galaxies with 4 views each for the per-galaxy false-alarm rate (one view per
+#: galaxy is scored; a binomial 95 % interval of a 5 % rate is then +-0.011).
+SIZES = {"tng-like-fresh1": (1500, 4), "eagle-like-fresh1": (1500, 4)}
+DATA |= {
+    "tng-like-fresh1": ("tng-like", 7000, {}),
+    "eagle-like-fresh1": ("eagle-like", 8000, {}),
+}
+#: Gaussian PSF sigma (pixels at 32 px) of the "ideal->psf" case.
+PSF_SIGMA_PX = 1.0
 #: name -> [training] alignment keys of the alignment study (tng -> eagle, all).
 ALIGN = {
     "none": {},
@@ -92,34 +115,88 @@ ALIGN = {
 }
 
 
-def simulate_all(out: Path, n_galaxies: int) -> dict[tuple[str, tuple], Path]:
-    """All-channel datasets per data key, and their age + metallicity slices."""
+def simulate_all(
+    out: Path, n_galaxies: int, keys: list[str] | None = None
+) -> dict[tuple[str, tuple], Path]:
+    """All-channel datasets per data key (all of :data:`DATA` unless ``keys``),
+    and their age + metallicity slices."""
     from sbi_exsitu.data.dataset import MapDataset
     from sbi_exsitu.data.simulate import SimulationConfig, simulate
     from sbi_exsitu.studies.crosstest.data import derive_channels
 
     (out / "data").mkdir(parents=True, exist_ok=True)
     paths: dict[tuple[str, tuple], Path] = {}
-    for key, (model, offset, params) in DATA.items():
-        path = out / "data" / f"{key}__n{n_galaxies}__all5.h5"
+    for key in keys or list(DATA):
+        model, offset, params = DATA[key]
+        n, views = SIZES.get(key, (n_galaxies, "balanced"))
+        path = out / "data" / f"{key}__n{n}__all5.h5"
         doc = {
             "simulate": {
                 "model": model,
-                "n_galaxies": n_galaxies,
+                "n_galaxies": n,
                 "seed": 1 + offset,
-                "views": "balanced",
+                "views": views,
             },
             "model": {"max_particles": 12000} | params,
             "render": {"resolution": 32, "channels": list(ALL), "aperture_re": 4.0},
         }
+        if key in OBSERVE:
+            doc["observe"] = OBSERVE[key]
         if not path.exists():
             print(f"simulating {key} -> {path}", flush=True)
             simulate(SimulationConfig.from_dict(doc), path, progress=False)
         paths[(key, ALL)] = path
         with MapDataset(path) as ds:
-            sub = out / "data" / f"{key}__n{n_galaxies}__agez.h5"
+            sub = out / "data" / f"{key}__n{n}__agez.h5"
             paths[(key, AGE_Z)] = derive_channels(ds, AGE_Z, sub)
     return paths
+
+
+def _needed_keys(cases: list[tuple[str, str, str, tuple]], align: bool) -> list[str]:
+    """Data keys the selected cases (and the alignment study) read."""
+    keys: list[str] = []
+    for _, train_key, tgt_key, _ in cases:
+        keys += [train_key, tgt_key.split("+psf")[0]]
+        keys += [f"{train_key}-fresh", f"{train_key}-fresh1"]
+    if align:
+        keys += ["tng-like", "eagle-like", "eagle-unlabelled"]
+    return list(dict.fromkeys(keys))
+
+
+def psf_blur(maps: np.ndarray, sigma: float = PSF_SIGMA_PX) -> np.ndarray:
+    """Maps seen through a Gaussian PSF of ``sigma`` pixels, inside their mask.
+
+    Normalised convolution (blur(m * mask) / blur(mask)) so the blur does not drag
+    the edge of the galaxy towards the zeros outside the mask: the milder, harder
+    to detect shift. The mask is where any channel is non-zero (masked pixels are
+    exactly 0 in every channel, see ``data.render.preprocess``).
+    """
+    from scipy import ndimage
+
+    maps = np.asarray(maps, np.float64)
+    mask = np.any(maps != 0, axis=1, keepdims=True).astype(np.float64)
+    blur = (0, 0, sigma, sigma)
+    norm = ndimage.gaussian_filter(mask, blur, mode="constant")
+    out = ndimage.gaussian_filter(maps * mask, blur, mode="constant")
+    out = np.where(mask > 0, out / np.maximum(norm, 1e-12), 0.0)
+    return out.astype(np.float32)
+
+
+class _Blurred:
+    """A dataset whose maps are seen through :func:`psf_blur` (in memory)."""
+
+    def __init__(self, ds: Any, sigma: float = PSF_SIGMA_PX):
+        self.ds, self.sigma = ds, sigma
+        self.labels = ds.labels
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def splits(self, seed: int = 0) -> dict[str, np.ndarray]:
+        return self.ds.splits(seed=seed)
+
+    def maps(self, indices: Any) -> np.ndarray:
+        return psf_blur(self.ds.maps(indices), self.sigma)
 
 
 def train(
@@ -204,10 +281,13 @@ def evaluate_case(
     fresh: Any,
     curves: dict | None = None,
     default_only: bool = False,
+    fresh_galaxies: Any = None,
 ) -> dict[str, dict[str, float]]:
     """Every detector on one case: source train/val/test vs the target's test.
 
-    ``curves`` (if given) receives ``{detector: (negative, positive scores)}``.
+    ``curves`` (if given) receives ``{detector: (negative, positive scores)}``;
+    ``fresh_galaxies`` (fresh in-model galaxies) gives the default detector's
+    false-alarm rate per galaxy (one view each).
     """
     from sbi_exsitu.evaluation.map_features import FEATURE_KINDS, MapFeatures
     from sbi_exsitu.evaluation.misspecification import (
@@ -220,7 +300,7 @@ def evaluate_case(
     if default_only:
         return {
             "default_detector": _default_detector(
-                posterior, src, tgt, fresh, alpha, seed
+                posterior, src, tgt, fresh, alpha, seed, fresh_galaxies
             )
         }
     sp, tp = src.splits(seed=0), tgt.splits(seed=0)
@@ -275,12 +355,20 @@ def evaluate_case(
         pos, sec = _timed(clf, space["tgt"])
         cal, neg = clf(space["val"]), clf(space["test"])
         result(f"classifier_{space_name}", cal, neg, pos, sec)
-    out["default_detector"] = _default_detector(posterior, src, tgt, fresh, alpha, seed)
+    out["default_detector"] = _default_detector(
+        posterior, src, tgt, fresh, alpha, seed, fresh_galaxies
+    )
     return out
 
 
 def _default_detector(
-    posterior: Any, src: Any, tgt: Any, fresh: Any, alpha: float, seed: int
+    posterior: Any,
+    src: Any,
+    tgt: Any,
+    fresh: Any,
+    alpha: float,
+    seed: int,
+    fresh_galaxies: Any = None,
 ) -> dict[str, float]:
     """The package's default detector end to end (fit, score from maps), and how
     well its ``misspec_shift`` predicts the posterior's error on shifted maps."""
@@ -311,6 +399,8 @@ def _default_detector(
         "false_alarm_fresh": round(float(det.score(posterior, fresh).flag.mean()), 4),
         "n_fresh": len(fresh),
     }
+    if fresh_galaxies is not None:
+        row |= per_galaxy_far(det, posterior, fresh_galaxies)
     # How far off? The shift estimate against the real error, per map.
     median = np.median(posterior.sample(maps, 200, seed=seed)[:, :, 0], axis=1)
     error = median - tgt.labels["f_ex"][tp["test"]]
@@ -321,6 +411,28 @@ def _default_detector(
         "shift_error_spearman": round(float(spearmanr(shift, error)[0]), 3),
     }
     return row
+
+
+def one_view_per_galaxy(ds: Any) -> np.ndarray:
+    """Index of the first view of every galaxy (views of one galaxy correlate)."""
+    _, first = np.unique(ds.labels["galaxy_id"], return_index=True)
+    return np.sort(first)
+
+
+def per_galaxy_far(det: Any, posterior: Any, ds: Any) -> dict[str, Any]:
+    """False-alarm rate on one view per fresh galaxy, with a binomial 95 % interval
+    (Clopper-Pearson, ``scipy.stats.binomtest``): n counts galaxies, not views."""
+    from scipy.stats import binomtest
+
+    idx = one_view_per_galaxy(ds)
+    flags = det.score(posterior, ds, idx).flag
+    k, n = int(flags.sum()), len(idx)
+    ci = binomtest(k, n).proportion_ci(0.95)
+    return {
+        "far_galaxies": round(k / n, 4),
+        "far_galaxies_ci95": [round(ci.low, 4), round(ci.high, 4)],
+        "n_galaxies_fresh": n,
+    }
 
 
 def plot_roc(curves: dict, path: Path, title: str) -> None:
@@ -414,22 +526,33 @@ def main(argv: list[str] | None = None) -> dict:
 
     configure_threads(1)  # 2 cores shared by several engineers
     out = Path(args.out)
-    paths = simulate_all(out, args.galaxies)
+    cases = [c for c in CASES + EXTRA_CASES if not args.cases or c[0] in args.cases]
+    paths = simulate_all(out, args.galaxies, _needed_keys(cases, not args.no_align))
     table: dict[str, Any] = {}
-    for name, train_key, tgt_key, chans in CASES + EXTRA_CASES:
-        if args.cases and name not in args.cases:
-            continue
+    for name, train_key, tgt_key, chans in cases:
         tag = "all" if chans == ALL else "agez"
         run_name = f"{train_key}__n{args.galaxies}__e{args.epochs}__{tag}"
         post = train(out, paths[(train_key, chans)], run_name, args.epochs)
         with (
             MapDataset(paths[(train_key, chans)]) as src,
-            MapDataset(paths[(tgt_key, chans)]) as tgt,
+            MapDataset(paths[(tgt_key.split("+psf")[0], chans)]) as tgt_ds,
             MapDataset(paths[(f"{train_key}-fresh", chans)]) as fresh,
+            MapDataset(paths[(f"{train_key}-fresh1", chans)]) as fresh1,
         ):
+            # Observed maps go in as arrays: the posterior's config check (which
+            # refuses them from a dataset) is what a mis-set-up run would skip.
+            tgt = _Blurred(tgt_ds) if tgt_key.endswith("+psf") else tgt_ds
             curves: dict = {}
             table[name] = evaluate_case(
-                post, src, tgt, args.alpha, args.seed, fresh, curves, args.default_only
+                post,
+                src,
+                tgt,
+                args.alpha,
+                args.seed,
+                fresh,
+                curves,
+                args.default_only,
+                fresh1,
             )
         if args.figure and name == CASES[0][0] and not args.default_only:
             keep = (

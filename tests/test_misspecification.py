@@ -236,8 +236,19 @@ def test_predict_reports_flags_and_stores_the_detector(shifted_run) -> None:
     # The default scores the maps' own features with a flow, stored without pickle.
     assert (det.features, det.method) == ("profile", "flow")
     assert det.reference_targets is not None
-    for name in ("features_components.npy", "flow.pt", "reference_targets.npy"):
+    # Calibrated per galaxy (#17): the validation maps weigh 1 / n_views.
+    assert det.calibration_weights is not None
+    # 1 / n_views; 4 views of every galaxy here (unequal: test_conformal_*).
+    np.testing.assert_allclose(det.calibration_weights, 1 / 4)
+    files = ("features_components.npy", "flow.pt", "reference_targets.npy")
+    for name in (*files, "calibration_weights.npy"):
         assert (result.run_dir / DETECTOR_DIR / name).is_file()
+    # A detector cached before the per-galaxy weights is refitted, not reused.
+    (result.run_dir / DETECTOR_DIR / "calibration_weights.npy").unlink()
+    assert MisspecificationDetector.load(result.run_dir).calibration_weights is None
+    det = MisspecificationDetector.for_run(result.posterior, run_dir=result.run_dir)
+    assert det.calibration_weights is not None
+    assert (result.run_dir / DETECTOR_DIR / "calibration_weights.npy").is_file()
     # A cached detector of another space/score is refitted, not silently reused.
     old = MisspecificationDetector.for_run(
         result.posterior, run_dir=result.run_dir, features="embedding", method="knn"

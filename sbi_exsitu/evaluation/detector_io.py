@@ -25,14 +25,18 @@ __all__ = ["FORMAT", "read_detector", "write_detector"]
 #: Current format of ``detector.json``.
 FORMAT = 2
 _ARRAYS = ("reference", "calibration_scores", "validation")
+#: Arrays written when set; a detector without ``calibration_weights`` was
+#: calibrated per view (before issue #17's per-galaxy weighting).
+_OPTIONAL = ("reference_targets", "calibration_weights")
 
 
 def write_detector(det: Any, out: Path) -> Path:
     """Write the fields of a ``MisspecificationDetector`` into directory ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     arrays = {n: getattr(det, n) for n in _ARRAYS}
-    if det.reference_targets is not None:
-        arrays["reference_targets"] = det.reference_targets
+    for name in _OPTIONAL:
+        if getattr(det, name) is not None:
+            arrays[name] = getattr(det, name)
     if det.map_features is not None:
         arrays["features_mean"] = det.map_features.mean
         arrays["features_components"] = det.map_features.components
@@ -89,8 +93,9 @@ def read_detector(d: Path) -> dict[str, Any]:
     if fmt == 1:
         return fields | {"features": "embedding"}
     fields["features"] = info["features"]
-    if (d / "reference_targets.npy").is_file():
-        fields["reference_targets"] = _load_npy(d / "reference_targets.npy")
+    for name in _OPTIONAL:
+        if (d / f"{name}.npy").is_file():
+            fields[name] = _load_npy(d / f"{name}.npy")
     if info.get("map_features") is not None:
         mf = info["map_features"]
         fields["map_features"] = MapFeatures(
