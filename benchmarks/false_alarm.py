@@ -15,10 +15,13 @@ different train/validation splits of the same 500-galaxy training set, each:
   (``MisspecificationDetector.calibrate``), the remedy for a small validation
   split;
 
-and the per-view rate on the balanced views of 500 fresh galaxies
-(``far_views``). ``sd_expected`` = sqrt(alpha (1 - alpha) / n_validation_galaxies):
-the scatter of one fitted detector's rate predicted by conditional conformal
-validity (Vovk, 2012).
+and, on the 500 further fresh galaxies (balanced views), the per-galaxy rate on
+one view each (``weighted_b`` / ``per_view_b``: a second independent test set)
+and the per-view rate on all their views (``far_views``); ``weighted_c`` /
+``per_view_c``: one view of each of 1,500 more fresh galaxies simulated with
+balanced views (the first view), a third test set. ``sd_expected`` =
+sqrt(alpha (1 - alpha) / n_validation_galaxies): the scatter of one fitted
+detector's rate predicted by conditional conformal validity (Vovk, 2012).
 
 Usage::
 
@@ -62,12 +65,14 @@ def _rate(flags: np.ndarray) -> dict[str, Any]:
     return {"far": round(k / n, 4), "ci95": [round(ci.low, 4), round(ci.high, 4)]}
 
 
-def study(ds: Any, fresh: Any, fresh1: Any, alpha: float, splits: int) -> list:
+def study(
+    ds: Any, fresh: Any, fresh1: Any, alpha: float, splits: int, fresh2: Any = None
+) -> list:
     """One row per split seed (see the module doc)."""
     from sbi_exsitu.evaluation.misspecification import MisspecificationDetector
 
     bench = _bench()
-    one = bench.one_view_per_galaxy(fresh1)
+    one = bench.H.one_view_per_galaxy(fresh1)
     rows = []
     for split in range(splits):
         sp = ds.splits(seed=split)
@@ -92,7 +97,16 @@ def study(ds: Any, fresh: Any, fresh1: Any, alpha: float, splits: int) -> list:
         }
         for name, d in variants.items():
             row[name] = _rate(d.score_embeddings(z1).flag)
-        # Views of the balanced fresh set, by the weighted detector (per view).
+        # The second fresh set: one view per galaxy, then all views (per view).
+        one_b = bench.H.one_view_per_galaxy(fresh)
+        row["weighted_b"] = _rate(det.score_embeddings(zf[one_b]).flag)
+        pv = variants["per_view"]
+        row["per_view_b"] = _rate(pv.score_embeddings(zf[one_b]).flag)
+        if fresh2 is not None:
+            one_c = bench.H.one_view_per_galaxy(fresh2)
+            z2 = det.represent(None, fresh2, one_c)
+            row["weighted_c"] = _rate(det.score_embeddings(z2).flag)
+            row["per_view_c"] = _rate(pv.score_embeddings(z2).flag)
         row["far_views"] = round(float(det.score_embeddings(zf).flag.mean()), 4)
         row["n_views"] = len(zf)
         print(json.dumps(row), flush=True)
@@ -114,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     configure_threads(1)  # 2 cores shared by several engineers
     bench = _bench()
-    keys = [f"{m}{s}" for m in args.models for s in ("", "-fresh", "-fresh1")]
+    sets = ("", "-fresh", "-fresh1", "-fresh2")
+    keys = [f"{m}{s}" for m in args.models for s in sets]
     paths = bench.simulate_all(Path(args.out), args.galaxies, keys)
     all5 = bench.ALL
     table = {}
@@ -123,9 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
             MapDataset(paths[(m, all5)]) as ds,
             MapDataset(paths[(f"{m}-fresh", all5)]) as fresh,
             MapDataset(paths[(f"{m}-fresh1", all5)]) as fresh1,
+            MapDataset(paths[(f"{m}-fresh2", all5)]) as fresh2,
         ):
-            table[m] = study(ds, fresh, fresh1, args.alpha, args.splits)
-        for name in ("weighted", "per_view", "recalibrated"):
+            table[m] = study(ds, fresh, fresh1, args.alpha, args.splits, fresh2)
+        names = ("weighted", "per_view", "recalibrated", "weighted_b", "per_view_b")
+        names += ("weighted_c", "per_view_c")
+        for name in names:
             far = np.array([r[name]["far"] for r in table[m]])
             print(f"{m} {name}: mean {far.mean():.4f}, sd {far.std(ddof=1):.4f}")
     summary = {

@@ -38,6 +38,7 @@ Prints a table, then as the LAST line one JSON object with the table.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -51,6 +52,11 @@ __all__ = ["CASES", "EXTRA_CASES", "evaluate_case", "main", "simulate_all", "tra
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+_spec = importlib.util.spec_from_file_location(
+    "misspec_helpers", ROOT / "benchmarks" / "misspec_helpers.py"
+)
+H = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(H)
 
 ALL = ("mass", "velocity", "dispersion", "age", "metallicity")
 AGE_Z = ("age", "metallicity")
@@ -99,13 +105,15 @@ OBSERVE = {"tng-like-observed": {"redshift": [0.03, 0.15]}}
 #: data key -> (galaxies, views) when not (--galaxies, "balanced"): 1,500 fresh
 #: galaxies with 4 views each for the per-galaxy false-alarm rate (one view per
 #: galaxy is scored; a binomial 95 % interval of a 5 % rate is then +-0.011).
-SIZES = {"tng-like-fresh1": (1500, 4), "eagle-like-fresh1": (1500, 4)}
+#: "-fresh2": 1,500 more with balanced views (does the view policy matter?).
+SIZES = {f"{m}-fresh{i}": (1500, v) for m in ("tng-like", "eagle-like")
+         for i, v in ((1, 4), (2, "balanced"))}  # fmt: skip
 DATA |= {
     "tng-like-fresh1": ("tng-like", 7000, {}),
     "eagle-like-fresh1": ("eagle-like", 8000, {}),
+    "tng-like-fresh2": ("tng-like", 9000, {}),
+    "eagle-like-fresh2": ("eagle-like", 10000, {}),
 }
-#: Gaussian PSF sigma (pixels at 32 px) of the "ideal->psf" case.
-PSF_SIGMA_PX = 1.0
 #: name -> [training] alignment keys of the alignment study (tng -> eagle, all).
 ALIGN = {
     "none": {},
@@ -163,42 +171,6 @@ def _needed_keys(cases: list[tuple[str, str, str, tuple]], align: bool) -> list[
     return list(dict.fromkeys(keys))
 
 
-def psf_blur(maps: np.ndarray, sigma: float = PSF_SIGMA_PX) -> np.ndarray:
-    """Maps seen through a Gaussian PSF of ``sigma`` pixels, inside their mask.
-
-    Normalised convolution (blur(m * mask) / blur(mask)) so the blur does not drag
-    the edge of the galaxy towards the zeros outside the mask: the milder, harder
-    to detect shift. The mask is where any channel is non-zero (masked pixels are
-    exactly 0 in every channel, see ``data.render.preprocess``).
-    """
-    from scipy import ndimage
-
-    maps = np.asarray(maps, np.float64)
-    mask = np.any(maps != 0, axis=1, keepdims=True).astype(np.float64)
-    blur = (0, 0, sigma, sigma)
-    norm = ndimage.gaussian_filter(mask, blur, mode="constant")
-    out = ndimage.gaussian_filter(maps * mask, blur, mode="constant")
-    out = np.where(mask > 0, out / np.maximum(norm, 1e-12), 0.0)
-    return out.astype(np.float32)
-
-
-class _Blurred:
-    """A dataset whose maps are seen through :func:`psf_blur` (in memory)."""
-
-    def __init__(self, ds: Any, sigma: float = PSF_SIGMA_PX):
-        self.ds, self.sigma = ds, sigma
-        self.labels = ds.labels
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def splits(self, seed: int = 0) -> dict[str, np.ndarray]:
-        return self.ds.splits(seed=seed)
-
-    def maps(self, indices: Any) -> np.ndarray:
-        return psf_blur(self.ds.maps(indices), self.sigma)
-
-
 def train(
     out: Path, data: Path, name: str, epochs: int, align: dict | None = None
 ) -> Any:
@@ -238,38 +210,6 @@ def _timed(fn, *args) -> tuple[np.ndarray, float]:
     t = time.perf_counter()
     s = fn(*args)
     return s, time.perf_counter() - t
-
-
-def _logistic(x0: np.ndarray, x1: np.ndarray, seed: int) -> Any:
-    """A logistic domain classifier (torch, L2-regularised): returns a scorer."""
-    import torch
-
-    x = torch.as_tensor(np.r_[x0, x1], dtype=torch.float32)
-    y = torch.as_tensor(np.r_[np.zeros(len(x0)), np.ones(len(x1))], dtype=torch.float32)
-    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
-    torch.manual_seed(seed)
-    lin = torch.nn.Linear(x.shape[1], 1)
-    opt = torch.optim.LBFGS(lin.parameters(), max_iter=200)
-    w = torch.where(y > 0, len(x0) / len(x1), 1.0)  # balance the classes
-
-    def closure():
-        opt.zero_grad()
-        logit = lin((x - mu) / sd).squeeze(1)
-        loss = (
-            torch.nn.functional.binary_cross_entropy_with_logits(logit, y, weight=w)
-            + 1e-3 * lin.weight.square().sum()
-        )
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-
-    def score(z: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            zt = (torch.as_tensor(z, dtype=torch.float32) - mu) / sd
-            return lin(zt).squeeze(1).double().numpy()
-
-    return score
 
 
 def evaluate_case(
@@ -351,7 +291,7 @@ def evaluate_case(
                 pos, sec = _timed(dens.typicality, space["tgt"])
                 cal = dens.typicality(space["val"])
                 result(f"{kind}_{space_name}", cal, neg, pos, sec)
-        clf = _logistic(space["train"], space["tgt_train"], seed)
+        clf = H.logistic(space["train"], space["tgt_train"], seed)
         pos, sec = _timed(clf, space["tgt"])
         cal, neg = clf(space["val"]), clf(space["test"])
         result(f"classifier_{space_name}", cal, neg, pos, sec)
@@ -398,9 +338,17 @@ def _default_detector(
         "ms_per_map": round(1e3 * sec / len(maps), 3),
         "false_alarm_fresh": round(float(det.score(posterior, fresh).flag.mean()), 4),
         "n_fresh": len(fresh),
+        # One view per galaxy of each test split (the goal is per galaxy).
+        "auc_galaxies": round(
+            roc_auc(
+                neg.score[H.first_views(src, sp["test"])],
+                pos.score[H.first_views(tgt, tp["test"])],
+            ),
+            3,
+        ),  # fmt: skip
     }
     if fresh_galaxies is not None:
-        row |= per_galaxy_far(det, posterior, fresh_galaxies)
+        row |= H.per_galaxy_far(det, posterior, fresh_galaxies)
     # How far off? The shift estimate against the real error, per map.
     median = np.median(posterior.sample(maps, 200, seed=seed)[:, :, 0], axis=1)
     error = median - tgt.labels["f_ex"][tp["test"]]
@@ -411,48 +359,6 @@ def _default_detector(
         "shift_error_spearman": round(float(spearmanr(shift, error)[0]), 3),
     }
     return row
-
-
-def one_view_per_galaxy(ds: Any) -> np.ndarray:
-    """Index of the first view of every galaxy (views of one galaxy correlate)."""
-    _, first = np.unique(ds.labels["galaxy_id"], return_index=True)
-    return np.sort(first)
-
-
-def per_galaxy_far(det: Any, posterior: Any, ds: Any) -> dict[str, Any]:
-    """False-alarm rate on one view per fresh galaxy, with a binomial 95 % interval
-    (Clopper-Pearson, ``scipy.stats.binomtest``): n counts galaxies, not views."""
-    from scipy.stats import binomtest
-
-    idx = one_view_per_galaxy(ds)
-    flags = det.score(posterior, ds, idx).flag
-    k, n = int(flags.sum()), len(idx)
-    ci = binomtest(k, n).proportion_ci(0.95)
-    return {
-        "far_galaxies": round(k / n, 4),
-        "far_galaxies_ci95": [round(ci.low, 4), round(ci.high, 4)],
-        "n_galaxies_fresh": n,
-    }
-
-
-def plot_roc(curves: dict, path: Path, title: str) -> None:
-    """ROC curves of the detectors of one case (docs/crosstest.md)."""
-    import matplotlib.pyplot as plt
-
-    from sbi_exsitu.figures import save_figure
-
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    for label, (neg, pos) in curves.items():
-        thr = np.unique(np.r_[neg, pos])[::-1]
-        tpr = np.r_[0.0, [(pos >= t).mean() for t in thr]]
-        fpr = np.r_[0.0, [(neg >= t).mean() for t in thr]]
-        ax.plot(fpr, tpr, label=label, lw=1.2)
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.axvline(0.05, color="grey", lw=0.6)
-    ax.set(xlabel="false-alarm rate (in-model maps)", ylabel="detection rate",
-           title=title)  # fmt: skip
-    ax.legend(fontsize=7, loc="lower right")
-    save_figure(fig, path)
 
 
 def posterior_quality(posterior: Any, ds: Any, seed: int) -> dict[str, float]:
@@ -541,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict:
         ):
             # Observed maps go in as arrays: the posterior's config check (which
             # refuses them from a dataset) is what a mis-set-up run would skip.
-            tgt = _Blurred(tgt_ds) if tgt_key.endswith("+psf") else tgt_ds
+            tgt = H.Blurred(tgt_ds) if tgt_key.endswith("+psf") else tgt_ds
             curves: dict = {}
             table[name] = evaluate_case(
                 post,
@@ -564,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "classifier_profile",
                 "flow_pca",
             )
-            plot_roc({k: curves[k] for k in keep}, Path(args.figure), name)
+            H.plot_roc({k: curves[k] for k in keep}, Path(args.figure), name)
         print(f"\n{name}")
         print(f"  {'detector':<22}{'auc':>7}{'detect':>8}{'FAR':>7}{'ms/map':>8}")
         for det, r in table[name].items():
