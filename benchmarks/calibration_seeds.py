@@ -169,8 +169,11 @@ def main() -> None:
 
     configure_threads()
     cfg = ExperimentConfig.from_toml(args.config)
-    if cfg.simulate and not cfg.train_path.exists():
-        simulate(_simulation(cfg), cfg.train_path, progress=False)
+    if cfg.simulate:
+        # resume=True reuses a complete file but refuses one simulated with other
+        # model parameters (a stale dataset from older code); an existence check
+        # silently benchmarked an old world.
+        simulate(_simulation(cfg), cfg.train_path, resume=True, progress=False)
     print(
         f"{'variant':<10}{'seed':>5}  {'verdict':<13}{'maxerr':>7}{'tol':>7}"
         f"{'min SBC p':>9}{'PIT z':>7}{'scatter':>9}{'bias':>9}{'fit_s':>8}"
