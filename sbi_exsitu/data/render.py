@@ -286,7 +286,10 @@ class RenderedViews:
 
 
 def render_views(
-    particles: Particles, config: RenderConfig, directions: np.ndarray | int
+    particles: Particles,
+    config: RenderConfig,
+    directions: np.ndarray | int,
+    first_view: int = 0,
 ) -> RenderedViews:
     """Render a galaxy from several cameras.
 
@@ -294,6 +297,8 @@ def render_views(
         particles: the galaxy, centred.
         config: the render configuration.
         directions: (V, 3) camera directions, or a polyhedron vertex count.
+        first_view: the number of the first direction among the galaxy's
+            views, for error messages (views rendered one at a time).
 
     Returns:
         The :class:`RenderedViews`.
@@ -319,7 +324,8 @@ def render_views(
         try:
             maps[k], mask[k] = preprocess(stats, config)
         except RenderError as err:
-            raise RenderError(f"{particles.name}, view {k}: {err}") from None
+            where = f"{particles.name}, view {first_view + k}"
+            raise RenderError(f"{where}: {err}") from None
         frac = smoothed_exsitu_fraction(
             stats.mass, stats.exsitu_fraction, config.exsitu_smooth_sigma
         )
