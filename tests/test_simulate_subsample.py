@@ -185,3 +185,5 @@ def test_observed_views_keep_their_noise_streams(tmp_path: Path) -> None:
 def test_bad_ranges_name_the_key(value) -> None:
     with pytest.raises(ConfigError, match=r"\[simulate\].*particle_subsample"):
         _config(particle_subsample=value)
+    with pytest.raises(sim.SimulationError, match="particle_subsample"):
+        SimulationConfig(particle_subsample=value)

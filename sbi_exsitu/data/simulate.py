@@ -176,16 +176,16 @@ class SimulationConfig:
         if sub is False:  # TOML has no null: false switches it off
             sub = None
         if sub is not None:
-            sub = tuple(sub)
+            sub = tuple(sub) if isinstance(sub, (list, tuple)) else (sub,)
             if (
                 len(sub) != 2
                 or not all(isinstance(x, (int, float)) for x in sub)
                 or not 0 < sub[0] <= sub[1] <= 1
             ):
                 raise SimulationError(
-                    f"'particle_subsample' is {list(sub)}, expected [lo, hi] with "
-                    "0 < lo <= hi <= 1 (the fraction of particles each view keeps, "
-                    "e.g. [0.25, 1.0]), or false to keep them all"
+                    f"'particle_subsample' is {self.particle_subsample!r}, expected "
+                    "[lo, hi] with 0 < lo <= hi <= 1 (the fraction of particles "
+                    "each view keeps, e.g. [0.1, 1.0]), or false to keep them all"
                 )
             sub = (float(sub[0]), float(sub[1]))
         object.__setattr__(self, "particle_subsample", sub)
