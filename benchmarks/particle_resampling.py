@@ -20,34 +20,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.data.particles import subsample
 from sbi_exsitu.data.render import render_views
 from sbi_exsitu.data.simulate import SimulationConfig, draw_galaxy, views_for_fex
 from sbi_exsitu.posteriors import load_posterior
 from sbi_exsitu.seeding import derive_seed
-
-
-def resample(p: Particles, factor: int, seed: int) -> Particles:
-    """A random 1/``factor`` of the particles, each ``factor`` times heavier."""
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(p), size=len(p) // factor, replace=False))
-    return dataclasses.replace(
-        p,
-        pos=p.pos[keep],
-        vel=p.vel[keep],
-        mass=p.mass[keep] * (p.mass.sum() / p.mass[keep].sum()),
-        age=p.age[keep],
-        metallicity=p.metallicity[keep],
-        ex_situ=None if p.ex_situ is None else p.ex_situ[keep],
-        half_mass_radius=None,
-    )
 
 
 def main() -> None:
@@ -78,7 +61,8 @@ def main() -> None:
             n_views = int(cfg.views)
         full = post.summarize(render_views(p, render, n_views).maps, args.samples)
         for factor in shifts:
-            coarse = resample(p, factor, derive_seed(args.seed, "resample", int(gid)))
+            seed = derive_seed(args.seed, "resample", int(gid))
+            coarse = subsample(p, len(p) // factor, seed)
             s = post.summarize(render_views(coarse, render, n_views).maps, args.samples)
             d = np.abs(s.median[:, 0] - full.median[:, 0]) / full.std[:, 0]
             shifts[factor].extend(d.tolist())

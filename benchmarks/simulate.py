@@ -12,6 +12,9 @@ redshift drawn in 0.01-0.15), and the JSON adds ``observed_views_per_s``
 (goal >= 20 on 2 cores) next to the idealised ``views_per_s`` of the same
 galaxies measured in the same run.
 
+With ``--particle-subsample LO HI`` the idealised run uses the ``[simulate]
+particle_subsample`` augmentation (each view its own particle subset).
+
 Usage::
 
     python benchmarks/simulate.py --workers 2 --galaxies 120 --resolution 128
@@ -43,6 +46,9 @@ def main() -> None:
     parser.add_argument("--observe", action="store_true")
     # 0 = the smooth-spheroid world, for the cost of the satellite debris.
     parser.add_argument("--debris-fraction", type=float, default=1.0)
+    parser.add_argument(
+        "--particle-subsample", type=float, nargs=2, metavar=("LO", "HI")
+    )
     args = parser.parse_args()
 
     doc = {
@@ -51,6 +57,11 @@ def main() -> None:
             "n_galaxies": args.galaxies,
             "seed": args.seed,
             "views": "balanced",
+            **(
+                {"particle_subsample": args.particle_subsample}
+                if args.particle_subsample
+                else {}
+            ),
         },
         "model": {
             "max_particles": args.max_particles,
@@ -84,6 +95,7 @@ def main() -> None:
                 "views": n_views,
                 "particles_cap": args.max_particles,
                 "debris_fraction": args.debris_fraction,
+                "particle_subsample": args.particle_subsample,
                 "particles_floor": args.min_particles,
                 "seconds": round(seconds, 3),
                 "views_per_s": round(views_per_s, 2),

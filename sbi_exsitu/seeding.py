@@ -7,8 +7,10 @@ ensemble has more than 1000 members. :func:`derive_seed` hashes the base seed
 and the keys with :class:`numpy.random.SeedSequence`, so every (seed, keys)
 pair gets its own well-mixed stream.
 
-Dataset generation (``sbi_exsitu.data``) does not use this module: the same
-seed keeps giving bit-identical datasets.
+Dataset generation draws each galaxy from ``SeedSequence(seed, spawn_key=(i,))``
+(``sbi_exsitu.data.simulate.galaxy_seed``, kept so the same seed keeps giving
+bit-identical datasets); its per-view draws (observation noise, particle
+subsets) use :func:`derive_seed`.
 
 Example:
     >>> derive_seed(0, "member", 1) == derive_seed(0, "member", 1)

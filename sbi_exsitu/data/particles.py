@@ -35,13 +35,14 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from sbi_exsitu.errors import ParticlesError
 
-__all__ = ["Particles", "ParticlesError", "half_mass_radius"]
+__all__ = ["Particles", "ParticlesError", "half_mass_radius", "subsample"]
 
 
 def half_mass_radius(pos: np.ndarray, mass: np.ndarray) -> float:
@@ -189,6 +190,58 @@ class Particles:
             half_mass_radius=self.half_mass_radius,
             name=self.name,
         )
+
+
+def subsample(particles: Particles, n_keep: int, seed: int) -> Particles:
+    """A random ``n_keep`` of the particles, heavier so that M* is unchanged.
+
+    What a coarser simulation of the same galaxy gives: fewer, more massive
+    particles drawn from the same distribution (without replacement, in their
+    original order). The masses are scaled by one common factor, so M*, f_ex
+    and every mass-weighted mean are unbiased; r_e is re-measured from the kept
+    particles, as that simulation would measure it. Used by the ``[simulate]
+    particle_subsample`` augmentation and ``benchmarks/particle_resampling.py``.
+
+    Args:
+        particles: the galaxy.
+        n_keep: particles to keep, in ``[1, len(particles)]``.
+        seed: seed of the draw.
+
+    Returns:
+        The coarser galaxy (same name, centre and systemic velocity).
+
+    Raises:
+        ParticlesError: ``n_keep`` is out of range.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> p = Particles(pos=rng.normal(size=(100, 3)), vel=np.zeros((100, 3)),
+        ...               mass=rng.uniform(1, 2, 100) * 1e6, age=np.ones(100),
+        ...               metallicity=np.ones(100) * 0.02)
+        >>> q = subsample(p, 25, seed=1)
+        >>> len(q), bool(np.isclose(q.total_mass, p.total_mass))
+        (25, True)
+    """
+    n = len(particles)
+    if isinstance(n_keep, bool) or not 1 <= int(n_keep) <= n:
+        raise ParticlesError(
+            f"{particles.name}: cannot keep {n_keep!r} of {n} particles, expected "
+            f"an integer in [1, {n}]"
+        )
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(n, size=int(n_keep), replace=False))
+    mass = particles.mass[keep]
+    return dataclasses.replace(
+        particles,
+        pos=particles.pos[keep],
+        vel=particles.vel[keep],
+        mass=mass * (particles.mass.sum() / mass.sum()),
+        age=particles.age[keep],
+        metallicity=particles.metallicity[keep],
+        ex_situ=None if particles.ex_situ is None else particles.ex_situ[keep],
+        half_mass_radius=None,
+    )
 
 
 def _as_float(obj: Particles, key: str) -> np.ndarray:

@@ -166,12 +166,19 @@ def pixel_mask(
 ) -> np.ndarray:
     """Boolean (H, W) mask of the pixels kept: count cut, top fraction, aperture.
 
+    The count cut is ``min_count`` particles, or with ``min_density_re`` set a
+    surface-density cut relative to the ring at r_e (count-robust).
+
     ``valid`` (observed maps: the pixels covered, from ``to_posterior_grid``)
     replaces the particle-count cut; :func:`check_observed` must accept ``config``.
     """
     if valid is not None:
         check_observed(config)
         keep = np.asarray(valid, dtype=bool).copy()
+    elif config.min_density_re is not None:
+        keep = (stats.count >= 1) & (
+            stats.mass >= config.min_density_re * _density_at_re(stats.mass, config)
+        )
     else:
         keep = stats.count >= max(1, config.min_count)
     count = stats.count
@@ -193,6 +200,19 @@ def pixel_mask(
     return keep
 
 
+def _density_at_re(mass: np.ndarray, config: RenderConfig) -> float:
+    """Mean pixel mass on the ring within 1 px of one r_e (empty pixels count).
+
+    The ring at 32 px and fov_re = 4 holds ~100 pixels and a quarter of the
+    particles, so its mean is far steadier than any single pixel's.
+    """
+    n = config.resolution
+    centre = (np.arange(n) + 0.5) - n / 2
+    r = np.hypot(centre[:, None], centre[None, :])
+    ring = np.abs(r - n / config.fov_re) <= 1.0
+    return float(mass[ring].mean())
+
+
 def preprocess(
     stats: PixelStatistics, config: RenderConfig, valid: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +227,10 @@ def preprocess(
     mask = pixel_mask(stats, config, valid)
     n_kept = int(mask.sum())
     if n_kept < config.min_pixels:
-        if valid is None:
+        if valid is None and config.min_density_re is not None:
+            what = f"reach {config.min_density_re} x the surface density at r_e"
+            fix = "lower 'min_density_re' or 'resolution'"
+        elif valid is None:
             what = f"hold >= {config.min_count} particles"
             fix = "too few particles for this resolution (lower 'resolution' or "
             fix += "'min_count')"
@@ -286,7 +309,10 @@ class RenderedViews:
 
 
 def render_views(
-    particles: Particles, config: RenderConfig, directions: np.ndarray | int
+    particles: Particles,
+    config: RenderConfig,
+    directions: np.ndarray | int,
+    first_view: int = 0,
 ) -> RenderedViews:
     """Render a galaxy from several cameras.
 
@@ -294,6 +320,8 @@ def render_views(
         particles: the galaxy, centred.
         config: the render configuration.
         directions: (V, 3) camera directions, or a polyhedron vertex count.
+        first_view: the number of the first direction among the galaxy's
+            views, for error messages (views rendered one at a time).
 
     Returns:
         The :class:`RenderedViews`.
@@ -319,7 +347,8 @@ def render_views(
         try:
             maps[k], mask[k] = preprocess(stats, config)
         except RenderError as err:
-            raise RenderError(f"{particles.name}, view {k}: {err}") from None
+            where = f"{particles.name}, view {first_view + k}"
+            raise RenderError(f"{where}: {err}") from None
         frac = smoothed_exsitu_fraction(
             stats.mass, stats.exsitu_fraction, config.exsitu_smooth_sigma
         )

@@ -36,6 +36,16 @@ class RenderConfig:
         weighting: ``"mass"`` for mass-weighted means and dispersions, ``"none"``
             for plain particle averages (the paper's choice).
         min_count: pixels with fewer particles are masked.
+        min_density_re: if set, replaces the ``min_count`` cut by a
+            count-robust one: pixels holding no particle, or less stellar mass
+            than this fraction of the mean pixel mass on the ring at one r_e,
+            are masked. A count cut is a surface-density cut in units of the
+            particle mass, so it moves with the number of particles (at 32 px
+            and ~12,000 particles, keeping 1/4 of them shrank the ``min_count
+            = 3`` mask to 41% of its area); this one is in units of the
+            galaxy's own surface density at r_e, as the S/N mask of observed
+            maps is. ``None`` (the default, and every dataset written before
+            this field) uses ``min_count``.
         keep_top_fraction: if set, keep at most this fraction of all pixels,
             the most populated ones (the paper: 0.25); pixels tied at the
             threshold are kept or dropped together.
@@ -67,6 +77,7 @@ class RenderConfig:
     channels: tuple[str, ...] = CHANNELS
     weighting: str = "mass"
     min_count: int = 3
+    min_density_re: float | None = None
     keep_top_fraction: float | None = None
     log_mass: bool = True
     log_metallicity: bool = True
@@ -107,6 +118,7 @@ class RenderConfig:
             "clip_dispersion",
             "clip_log_metallicity",
             "aperture_re",
+            "min_density_re",
         ):
             if getattr(self, key) is False:
                 set_(self, key, None)
@@ -146,6 +158,12 @@ class RenderConfig:
             )
         if self.min_count < 0:
             raise RenderError("render config: 'min_count' must be >= 0")
+        if self.min_density_re is not None and not self.min_density_re > 0:
+            raise RenderError(
+                f"render config: 'min_density_re' is {self.min_density_re}, "
+                "expected a fraction > 0 of the surface density at r_e, or false "
+                "for the 'min_count' cut"
+            )
         if self.keep_top_fraction is not None and not 0 < self.keep_top_fraction <= 1:
             raise RenderError(
                 f"render config: 'keep_top_fraction' is {self.keep_top_fraction}, "
@@ -187,9 +205,10 @@ class RenderConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict (tuples become lists).
 
-        ``observe`` appears only for observed maps and ``exsitu_smooth_sigma``
-        only when it is not 0, so other configs keep the JSON (and the
-        run-directory files) they had before these keys existed.
+        ``observe`` appears only for observed maps, ``exsitu_smooth_sigma``
+        only when it is not 0 and ``min_density_re`` only when set, so other
+        configs keep the JSON (and the run-directory files) they had before
+        these keys existed.
         """
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for key, value in out.items():
@@ -197,6 +216,8 @@ class RenderConfig:
                 out[key] = list(value)
         if not out["exsitu_smooth_sigma"]:
             del out["exsitu_smooth_sigma"]
+        if out["min_density_re"] is None:
+            del out["min_density_re"]
         observe = out.pop("observe")
         if observe is not None:
             out["observe"] = observe.to_dict()
@@ -241,6 +262,7 @@ class RenderConfig:
         oa, ob = a.pop("observe", None), b.pop("observe", None)
         for d in (a, b):
             d.setdefault("exsitu_smooth_sigma", 0.0)
+            d.setdefault("min_density_re", None)
         out = [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]
         if (oa is None) != (ob is None):
             kinds = ("observed", "idealised")

@@ -22,6 +22,7 @@ Config file (TOML)::
     views = "balanced"        # or 4, 6, 8, 12, 20
     balance_edges = [0.2, 0.4, 0.6, 0.8]
     balance_views = [4, 6, 8, 12, 20]
+    particle_subsample = [0.25, 1.0]   # optional, off by default (see below)
 
     [model]                   # overrides of the model's parameters
     max_particles = 30000
@@ -31,6 +32,24 @@ Config file (TOML)::
 
     [observe]                 # optional: observe the mocks as MaNGA would
     redshift = [0.01, 0.15]   # ObserveConfig fields (sbi_exsitu.data.observe)
+
+Particle-count augmentation (``particle_subsample = [lo, hi]``, off by default):
+each view keeps its own random subset of the galaxy's particles, a fraction
+drawn log-uniform in ``[lo, hi]``, with masses scaled up so M* is unchanged
+(:func:`sbi_exsitu.data.particles.subsample`; both draws seeded by
+``derive_seed(seed, "subsample", galaxy, view)``). A posterior trained on one
+particle count learns that count's shot noise: keeping 1/2 or 1/4 of a test
+galaxy's particles moved the quickstart posterior median by a median 1.82
+posterior std without it, 0.44 with ``[0.1, 1.0]``, and 0.33 with
+``[0.25, 1.0]`` and the count-robust ``[render] min_density_re = 0.25`` mask
+(``benchmarks/particle_resampling.py``, 40 galaxies; docs/simulate.md). The
+labels (f_ex, log M*, r_e, assembly) stay those of the full galaxy, the
+physical truth; the ex-situ target map is binned from the view's own subset,
+so it is consistent with that view's stellar maps and mask. The default pixel
+mask (``min_count`` particles per pixel) is left as it is: a coarser view keeps
+fewer outer pixels, exactly as a coarser test galaxy would, and the posterior
+learns to marginalise over that; ``min_density_re`` removes most of that
+signal instead.
 
 With ``[observe]`` every view goes through the mock observation stage
 (:func:`sbi_exsitu.data.observe.stage.render_observed_views`, seeded per
@@ -63,11 +82,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sbi_exsitu.atomic import check_output_path
-from sbi_exsitu.data.cameras import VIEW_COUNTS
+from sbi_exsitu.data.cameras import VIEW_COUNTS, polyhedron_vertices
 from sbi_exsitu.data.dataset import OPTIONAL_LABELS, DatasetWriter
 from sbi_exsitu.data.mock import FormationModel, ModelError, get_model
 from sbi_exsitu.data.parallel import parallel_map
-from sbi_exsitu.data.particles import Particles
+from sbi_exsitu.data.particles import Particles, subsample
 from sbi_exsitu.data.render import (
     RenderConfig,
     RenderedViews,
@@ -76,6 +95,7 @@ from sbi_exsitu.data.render import (
 )
 from sbi_exsitu.errors import SimulationError
 from sbi_exsitu.schema import ConfigError, check_keys, load_toml, take_section
+from sbi_exsitu.seeding import derive_seed
 
 __all__ = [
     "SimulationConfig",
@@ -97,6 +117,7 @@ class _SimulateSection:
     views: str | int = "balanced"
     balance_edges: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     balance_views: tuple[int, ...] = (4, 6, 8, 12, 20)
+    particle_subsample: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,9 @@ class SimulationConfig:
         views: ``"balanced"`` or a polyhedron vertex count (4, 6, 8, 12, 20).
         balance_edges: increasing f_ex edges of the balanced policy.
         balance_views: views per f_ex bin (one more than ``balance_edges``).
+        particle_subsample: ``(lo, hi)`` with ``0 < lo <= hi <= 1``: each view
+            keeps a log-uniform fraction in that range of the particles (the
+            module docstring); ``None`` (default) keeps them all.
         model_params: overrides of the model's parameters.
         render: the render configuration.
 
@@ -123,6 +147,7 @@ class SimulationConfig:
     views: str | int = "balanced"
     balance_edges: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     balance_views: tuple[int, ...] = (4, 6, 8, 12, 20)
+    particle_subsample: tuple[float, float] | None = None
     model_params: dict[str, Any] = field(default_factory=dict)
     render: RenderConfig = field(default_factory=RenderConfig)
 
@@ -147,6 +172,23 @@ class SimulationConfig:
                 f"'balance_edges' is {list(edges)}, expected increasing values "
                 "in (0, 1)"
             )
+        sub = self.particle_subsample
+        if sub is False:  # TOML has no null: false switches it off
+            sub = None
+        if sub is not None:
+            sub = tuple(sub) if isinstance(sub, (list, tuple)) else (sub,)
+            if (
+                len(sub) != 2
+                or not all(isinstance(x, (int, float)) for x in sub)
+                or not 0 < sub[0] <= sub[1] <= 1
+            ):
+                raise SimulationError(
+                    f"'particle_subsample' is {self.particle_subsample!r}, expected "
+                    "[lo, hi] with 0 < lo <= hi <= 1 (the fraction of particles "
+                    "each view keeps, e.g. [0.1, 1.0]), or false to keep them all"
+                )
+            sub = (float(sub[0]), float(sub[1]))
+        object.__setattr__(self, "particle_subsample", sub)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], where: str = "config") -> SimulationConfig:
@@ -190,6 +232,10 @@ class SimulationConfig:
             f.name: getattr(self, f.name) for f in dataclasses.fields(_SimulateSection)
         }
         sim = {k: list(v) if isinstance(v, tuple) else v for k, v in sim.items()}
+        if sim["particle_subsample"] is None:
+            # Off: left out, so datasets made before the option existed keep
+            # their exact attributes and still resume.
+            sim.pop("particle_subsample")
         return {
             "simulate": sim,
             "model": {
@@ -233,6 +279,52 @@ class _Result:
     info: dict[str, Any]
 
 
+def _render(
+    particles: Particles,
+    render: RenderConfig,
+    directions: np.ndarray | int,
+    seed: int,
+    index: int,
+    first_view: int = 0,
+) -> RenderedViews:
+    if render.observe is None:
+        return render_views(particles, render, directions, first_view)
+    from sbi_exsitu.data.observe.stage import render_observed_views
+
+    return render_observed_views(
+        particles, render, render.observe, directions, seed, index, first_view
+    )
+
+
+def _subsampled_views(
+    particles: Particles,
+    render: RenderConfig,
+    n_views: int,
+    seed: int,
+    index: int,
+    fractions: tuple[float, float],
+) -> RenderedViews:
+    """Every view rendered from its own random subset of the particles."""
+    directions = polyhedron_vertices(n_views)
+    lo, hi = np.log(fractions[0]), np.log(fractions[1])
+    parts = []
+    for k, d in enumerate(directions):
+        rng = np.random.default_rng(derive_seed(seed, "subsample", index, k))
+        n_keep = int(round(np.exp(rng.uniform(lo, hi)) * len(particles)))
+        n_keep = min(max(n_keep, 1), len(particles))
+        sub = subsample(particles, n_keep, int(rng.integers(2**63)))
+        try:
+            parts.append(_render(sub, render, d[None], seed, index, first_view=k))
+        except RenderError as err:
+            raise RenderError(f"{err} (keeping {n_keep} particles)") from None
+    return RenderedViews(
+        maps=np.concatenate([p.maps for p in parts]),
+        exsitu=np.concatenate([p.exsitu for p in parts]),
+        mask=np.concatenate([p.mask for p in parts]),
+        directions=directions,
+    )
+
+
 def _simulate_galaxy(
     index: int,
     *,
@@ -242,20 +334,19 @@ def _simulate_galaxy(
     views: str | int,
     edges: tuple[float, ...],
     counts: tuple[int, ...],
+    particle_subsample: tuple[float, float] | None = None,
 ) -> _Result:
     """Draw and render galaxy ``index``; module-level so workers can pickle it."""
     particles, info = model.draw(galaxy_seed(seed, index))
-    n_views = (
+    n_views = int(
         views_for_fex(particles.f_ex, edges, counts) if views == "balanced" else views
     )
     try:
-        if render.observe is None:
-            rendered = render_views(particles, render, int(n_views))
+        if particle_subsample is None:
+            rendered = _render(particles, render, n_views, seed, index)
         else:
-            from sbi_exsitu.data.observe.stage import render_observed_views
-
-            rendered = render_observed_views(
-                particles, render, render.observe, int(n_views), seed, index
+            rendered = _subsampled_views(
+                particles, render, n_views, seed, index, particle_subsample
             )
     except RenderError as err:
         # The render error already names the observation's fixes when observed.
@@ -264,6 +355,8 @@ def _simulate_galaxy(
             if render.observe is None
             else ""
         )
+        if particle_subsample is not None:
+            hint += " or raise the lower end of [simulate] 'particle_subsample'"
         raise SimulationError(
             f"galaxy {index} (seed {seed}, log M* = {info['log_mstar']:.2f}, "
             f"{len(particles)} particles) cannot be rendered: {err}{hint}"
@@ -321,6 +414,7 @@ def simulate(
         views=config.views,
         edges=config.balance_edges,
         counts=config.balance_views,
+        particle_subsample=config.particle_subsample,
     )
     with DatasetWriter(
         out, config.render, resume=resume, overwrite=overwrite, attrs=attrs

@@ -272,6 +272,7 @@ def observe_views(
     config: ObserveConfig,
     seed: int,
     galaxy: int = 0,
+    first_view: int = 0,
 ) -> list[SpaxelMaps]:
     """Every view of one galaxy as :class:`SpaxelMaps`.
 
@@ -282,6 +283,9 @@ def observe_views(
         config: the observation.
         seed: the dataset's seed (``config.seed`` replaces it when set).
         galaxy: the galaxy's index, for the seeds.
+        first_view: the index of the first direction among the galaxy's views,
+            for the seeds (views rendered one at a time, e.g. each from its own
+            particle subset, keep the streams of a whole-galaxy call).
     """
     if isinstance(directions, (int, np.integer)):
         directions = polyhedron_vertices(int(directions))
@@ -298,7 +302,7 @@ def observe_views(
             rng=np.random.default_rng(derive_seed(seed, "observe", galaxy, k)),
             name=f"{particles.name}, view {k}",
         )
-        for k, d in enumerate(directions)
+        for k, d in enumerate(directions, start=first_view)
     ]
 
 
@@ -309,6 +313,7 @@ def render_observed_views(
     directions: np.ndarray | int,
     seed: int,
     galaxy: int = 0,
+    first_view: int = 0,
 ) -> RenderedViews:
     """:func:`~sbi_exsitu.data.render.render_views` through the observation stage.
 
@@ -316,13 +321,17 @@ def render_observed_views(
     (:func:`~sbi_exsitu.data.observe.grid.to_posterior_grid`) and preprocessed
     with the observed valid mask; the ex-situ target stays intrinsic (binned
     from the particles on the same grid) and is masked by that mask.
+    ``seed``, ``galaxy`` and ``first_view`` (the number of the first direction,
+    for views rendered one at a time) seed each view as in :func:`observe_views`.
 
     Raises:
         RenderError: a setting observed maps cannot honour, or a view keeps
             fewer than ``render.min_pixels`` valid pixels.
     """
     check_observed(render)
-    spaxels = observe_views(particles, directions, render, config, seed, galaxy)
+    spaxels = observe_views(
+        particles, directions, render, config, seed, galaxy, first_view
+    )
     if isinstance(directions, (int, np.integer)):
         directions = polyhedron_vertices(int(directions))
     directions = np.atleast_2d(np.asarray(directions, dtype=np.float64))
