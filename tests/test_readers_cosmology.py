@@ -13,7 +13,7 @@ from sbi_exsitu.data.readers.cosmology import HUBBLE_TIME_GYR, Cosmology
 
 
 def test_hubble_time_constant() -> None:
-    # 1/H0 = 9.778/h Gyr (FORMATS.md).
+    # 1/H0 = 9.778/h Gyr (H0 = 100 h km/s/Mpc; Hogg 1999).
     assert HUBBLE_TIME_GYR == pytest.approx(9.778, abs=1e-3)
 
 

@@ -25,7 +25,7 @@ GYR = 977.7922216807891 / 100  # 1/H0 in Gyr for h = 1
 
 
 def closed_form_time(a: np.ndarray) -> np.ndarray:
-    """FORMATS.md: flat LCDM t(a), by hand."""
+    """Flat LCDM t(a) in closed form (Hogg 1999, astro-ph/9905116), by hand."""
     return (
         2
         / (3 * math.sqrt(OL))

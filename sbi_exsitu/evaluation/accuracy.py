@@ -52,7 +52,7 @@ __all__ = [
 
 #: Default f_ex bins: five bins of width 0.2 over the prior range [0, 1].
 FEX_EDGES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-#: Default log10 M*/Msun bins: 0.5 dex over the sample range of shared/PHYSICS.md.
+#: Default log10 M*/Msun bins: 0.5 dex over the mock prior's log M* range [10, 12].
 MSTAR_EDGES: tuple[float, ...] = (10.0, 10.5, 11.0, 11.5, 12.0)
 
 _POINT_KEYS = ("bias", "scatter", "rmse", "median", "p16", "p84")

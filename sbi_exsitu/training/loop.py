@@ -3,7 +3,8 @@
 Every trainer of the package (the scalar posterior's ensemble members, the map
 posterior's cVAE and latent flow, the MDN-CNN baseline) runs :func:`train_loop`
 with its own loss function ``loss_fn(model, batch) -> losses``. The loop owns
-what they share, as shared/SBI_NOTES.md describes: Adam (with
+what they share, on the estimators' public ``loss`` (sbi 0.27's own ``train``
+cannot stream from HDF5 or augment): Adam (with
 ``weight_decay``), gradient clipping, an optional learning-rate schedule
 (``lr_schedule``: ``"constant"``, ``"plateau"`` or ``"cosine"``), early stopping
 on the validation loss after ``min_epochs`` with the best weights restored, a

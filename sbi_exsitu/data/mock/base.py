@@ -25,7 +25,7 @@ ex-situ flag, plus a dict of the drawn galaxy parameters. Every galaxy has
   concentrations) that enters the potential only;
 - a random 3D orientation.
 
-Every number is a parameter; the defaults are those of ``shared/PHYSICS.md``:
+Every number is a parameter; the defaults, with their sources:
 f_ex(M*) = 1 / (1 + (M*/M0)^-α) with 0.3 dex scatter in log10(f/(1-f))
 (Rodriguez-Gomez+16, Qu+17), particle mass 1.4e6 Msun (TNG100), in-situ ages 6–10 Gyr,
 ex-situ ages 10–12 Gyr, MZR log Z/Z☉ = −0.6, −0.23, +0.05 at 1e9, 1e10, 1e11 Msun
@@ -117,7 +117,7 @@ class FormationModel:
     name: ClassVar[str] = "base"
 
     # --- prior and sampling -------------------------------------------------
-    #: log10 M*/Msun, uniform prior (PHYSICS.md: [10, 12]).
+    #: log10 M*/Msun, uniform prior ([10, 12], the mass range of 001).
     log_mstar_range: tuple[float, float] = (10.0, 12.0)
     #: Target particle mass in Msun (TNG100: 1.4e6).
     particle_mass: float = 1.4e6
@@ -160,11 +160,11 @@ class FormationModel:
     bulge_re_ratio: float = 0.2
     #: Bulge Sérsic index.
     bulge_sersic_n: float = 1.5
-    #: Ex-situ spheroid Sérsic index, uniform prior (PHYSICS.md: 3–4).
+    #: Ex-situ spheroid Sérsic index, uniform prior (3–4).
     exsitu_sersic_n_range: tuple[float, float] = (3.0, 4.0)
-    #: R_e,ex / R_e,in, uniform prior (PHYSICS.md: 2–4).
+    #: R_e,ex / R_e,in, uniform prior (2–4).
     exsitu_re_ratio_range: tuple[float, float] = (2.0, 4.0)
-    #: Ex-situ v/sigma (prograde streaming), uniform prior (PHYSICS.md: 0–0.3).
+    #: Ex-situ v/sigma (prograde streaming), uniform prior (0–0.3).
     exsitu_spin_range: tuple[float, float] = (0.0, 0.3)
     #: Moster+13 SHMR at z=0: normalisation N.
     shmr_norm: float = 0.0351
@@ -230,7 +230,7 @@ class FormationModel:
     insitu_age_gradient: float = -1.0
     #: Per-particle age scatter (Gyr).
     age_scatter_gyr: float = 1.0
-    #: Ex-situ ages, uniform prior per particle (Gyr; PHYSICS.md 10–12).
+    #: Ex-situ ages, uniform prior per particle (Gyr; 10–12).
     exsitu_age_range: tuple[float, float] = (10.0, 12.0)
     #: Ages are clipped to [0.1, age_max_gyr].
     age_max_gyr: float = 13.7

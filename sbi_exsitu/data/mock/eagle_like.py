@@ -3,8 +3,8 @@
 Shares every gravity-driven parameter with the other models (see
 :data:`~sbi_exsitu.data.mock.parameters.GRAVITY_FIELDS`); differs in
 
-- f_ex–M*: M0 = 10^11.7, alpha = 1, i.e. f_ex ≈ 0.17 at 1e11 Msun (PHYSICS.md,
-  Qu+17: ~20% ex situ above 1e11, in situ dominating below 10^10.5);
+- f_ex–M*: M0 = 10^11.7, alpha = 1, i.e. f_ex ≈ 0.17 at 1e11 Msun (Qu+17:
+  ~20% ex situ above 1e11, in situ dominating below 10^10.5);
 - metallicity: shallow in-situ gradients inside R_e (−0.05 to −0.15 dex per R_e)
   that flatten beyond it (median outer gradient near zero, 001 fig. 13), and a
   flatter MZR at low mass (log Z/Z☉ = −0.35, −0.10, +0.05 at 1e9, 1e10, 1e11 Msun;

@@ -4,7 +4,7 @@ Shares every gravity-driven parameter with the other models (see
 :data:`~sbi_exsitu.data.mock.parameters.GRAVITY_FIELDS`); differs in
 
 - f_ex–M*: M0 = 10^11.5, alpha = 1, i.e. f_ex ≈ 0.03 / 0.24 / 0.76 at 1e10 / 1e11 /
-  1e12 Msun (PHYSICS.md, Rodriguez-Gomez+16 for Illustris-like runs);
+  1e12 Msun (Rodriguez-Gomez+16 for Illustris-like runs);
 - metallicity: steep, predominantly negative in-situ gradients continuing outside
   R_e (−0.2 to −0.3 dex per R_e, 001 fig. 13 and sec. 7.1.2) and the observed MZR
   (log Z/Z☉ = −0.6, −0.23, +0.05 at 1e9, 1e10, 1e11 Msun) for the accreted

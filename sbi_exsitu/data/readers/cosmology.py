@@ -17,7 +17,7 @@ smooth at a = 0:
 
 The integral is tabulated at a fixed grid of x and interpolated with a cubic
 spline, so millions of particles cost one small table. For a flat universe it
-matches the closed form (FORMATS.md)
+matches the closed form (Hogg 1999, astro-ph/9905116)
 t(a) = 2 / (3 H0 sqrt(Omega_Lambda)) asinh(sqrt(Omega_Lambda / Omega_m) a^(3/2))
 to better than 1e-9 relative.
 

@@ -2,8 +2,9 @@
 
 The inverse of the readers: they take :class:`~sbi_exsitu.data.particles.Particles`
 in physical units and write the file a simulation would have written (same
-group and dataset names, dtypes, units and attributes; FORMATS.md), so tests
-can check every conversion and run particles -> file -> reader round trips.
+group and dataset names, dtypes, units and attributes, as in the TNG release of
+Nelson et al. 2019 and the EAGLE release of McAlpine et al. 2016), so tests can
+check every conversion and run particles -> file -> reader round trips.
 They are also handy to try the ``render`` command without downloading data.
 
 The potential written to TNG cutouts is a monotonic proxy, -1 / sqrt(r^2 +

@@ -1,8 +1,9 @@
 """IllustrisTNG subhalo cutouts (web API) and Stellar Assembly ex-situ flags.
 
 A cutout ``cutout_<id>.hdf5`` holds the ``PartType4`` entries of one subhalo in
-comoving simulation units, wind cells included (FORMATS.md). :func:`read_tng_cutout`
-converts it to :class:`~sbi_exsitu.data.particles.Particles`:
+comoving simulation units, wind cells included (TNG data release, Nelson et al.
+2019, arXiv:1812.05609). :func:`read_tng_cutout` converts it to
+:class:`~sbi_exsitu.data.particles.Particles`:
 
 ==========================  ======================  ===========================
 field                       file unit               conversion

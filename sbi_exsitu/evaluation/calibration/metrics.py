@@ -426,7 +426,9 @@ def tarp(
     """TARP coverage via sbi's ``run_tarp`` and ``check_tarp`` (Lemos et al. 2023).
 
     TARP tests the joint posterior with random reference points and needs no
-    density, but it can miss a bias that SBC catches (see shared/SBI_NOTES.md).
+    density, but it can miss a bias that SBC catches (checked with sbi 0.27: an
+    under-trained posterior with SBC KS p = 4e-10 and bias +0.03 passed TARP with
+    KS p ≈ 1.0).
 
     Args:
         samples: ``(n_obs, S, D)`` posterior draws.
