@@ -37,6 +37,14 @@ With ``[observe]`` every view goes through the mock observation stage
 dataset seed, galaxy and view) and the observation is stored in the dataset's
 render config, so a posterior trained on these maps refuses idealised ones.
 
+An observed view that keeps fewer than ``render.min_pixels`` valid pixels is
+skipped and recorded, and a galaxy that loses every view is dropped
+(:mod:`sbi_exsitu.data.skips`): one unobservable galaxy no longer aborts the
+run. Skipping is a selection effect (small and faint galaxies are
+under-represented), so more than ``max_skipped_fraction`` of the views (default
+0.2, in ``[simulate]``) is an error that names the observation settings to
+change. Idealised views are never skipped: too few pixels there is an error.
+
 Example:
     >>> import tempfile, pathlib
     >>> cfg = SimulationConfig.from_dict({
@@ -74,6 +82,7 @@ from sbi_exsitu.data.render import (
     RenderError,
     render_views,
 )
+from sbi_exsitu.data.skips import SkipSummary
 from sbi_exsitu.errors import SimulationError
 from sbi_exsitu.schema import ConfigError, check_keys, load_toml, take_section
 
@@ -97,6 +106,7 @@ class _SimulateSection:
     views: str | int = "balanced"
     balance_edges: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     balance_views: tuple[int, ...] = (4, 6, 8, 12, 20)
+    max_skipped_fraction: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,8 @@ class SimulationConfig:
         views: ``"balanced"`` or a polyhedron vertex count (4, 6, 8, 12, 20).
         balance_edges: increasing f_ex edges of the balanced policy.
         balance_views: views per f_ex bin (one more than ``balance_edges``).
+        max_skipped_fraction: observed runs fail when more than this share of
+            the views is unobservable (too few valid pixels) and skipped.
         model_params: overrides of the model's parameters.
         render: the render configuration.
 
@@ -123,12 +135,18 @@ class SimulationConfig:
     views: str | int = "balanced"
     balance_edges: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     balance_views: tuple[int, ...] = (4, 6, 8, 12, 20)
+    max_skipped_fraction: float = 0.2
     model_params: dict[str, Any] = field(default_factory=dict)
     render: RenderConfig = field(default_factory=RenderConfig)
 
     def __post_init__(self) -> None:
         _check_int("n_galaxies", self.n_galaxies, low=1)
         _check_int("seed", self.seed, low=0)
+        if not 0 <= self.max_skipped_fraction <= 1:
+            raise SimulationError(
+                f"'max_skipped_fraction' is {self.max_skipped_fraction!r}, expected "
+                "a share of the views in [0, 1]"
+            )
         if self.views != "balanced" and self.views not in VIEW_COUNTS:
             raise SimulationError(
                 f"'views' is {self.views!r}, expected \"balanced\" or one of "
@@ -231,6 +249,7 @@ class _Result:
     index: int
     views: RenderedViews
     info: dict[str, Any]
+    skipped: tuple[int, ...] = ()
 
 
 def _simulate_galaxy(
@@ -255,7 +274,13 @@ def _simulate_galaxy(
             from sbi_exsitu.data.observe.stage import render_observed_views
 
             rendered = render_observed_views(
-                particles, render, render.observe, int(n_views), seed, index
+                particles,
+                render,
+                render.observe,
+                int(n_views),
+                seed,
+                index,
+                skip_unobservable=True,
             )
     except RenderError as err:
         # The render error already names the observation's fixes when observed.
@@ -268,7 +293,9 @@ def _simulate_galaxy(
             f"galaxy {index} (seed {seed}, log M* = {info['log_mstar']:.2f}, "
             f"{len(particles)} particles) cannot be rendered: {err}{hint}"
         ) from None
-    return _Result(index=index, views=rendered, info=info)
+    kept = set(range(int(n_views)) if rendered.view_ids is None else rendered.view_ids)
+    skipped = tuple(k for k in range(int(n_views)) if k not in kept)
+    return _Result(index=index, views=rendered, info=info, skipped=skipped)
 
 
 def simulate(
@@ -304,14 +331,19 @@ def simulate(
         OutputBusyError: another process is writing ``out``.
         DatasetError: ``out`` exists without ``resume``/``overwrite``, or resume
             with different settings.
-        SimulationError: a galaxy cannot be rendered.
+        SimulationError: a galaxy cannot be rendered, or an observed run skips
+            more than ``config.max_skipped_fraction`` of its views (the
+            ``.partial`` file is kept: resume it with a higher threshold).
     """
     # An existing out is refused by DatasetWriter, naming --resume and --overwrite.
     out = check_output_path(out, inputs=inputs, overwrite=True)
     model = config.formation_model()
     doc = config.to_dict()
-    # n_galaxies is left out so that a resumed run may extend the dataset.
+    # n_galaxies is left out so that a resumed run may extend the dataset, and
+    # max_skipped_fraction so that a refused run can resume with a higher one
+    # (it decides whether the run fails, not what it writes).
     doc["simulate"].pop("n_galaxies")
+    doc["simulate"].pop("max_skipped_fraction")
     attrs = {"source": "simulate", "simulation": doc, "model_params": model.params()}
     work = functools.partial(
         _simulate_galaxy,
@@ -336,6 +368,10 @@ def simulate(
             dynamic_ncols=True,
         )
         n_views = 0
+        skips = writer.skip_summary()
+        n_skipped, n_tried = skips.n_views_skipped, skips.n_views_attempted
+        most = max(config.balance_views) if config.views == "balanced" else config.views
+        todo_left = len(todo)
         with bar:
             for result in parallel_map(
                 work, todo, workers=workers, scheduler=scheduler
@@ -349,11 +385,45 @@ def simulate(
                     half_mass_radius=info["half_mass_radius"],
                     model=model.name,
                     assembly={k: info[k] for k in OPTIONAL_LABELS if k in info},
+                    skipped_views=result.skipped,
                 )
                 n_views += len(result.views)
+                n_skipped += len(result.skipped)
+                n_tried += len(result.views) + len(result.skipped)
                 bar.update(1)
-                bar.set_postfix(views=n_views, refresh=False)
+                bar.set_postfix(views=n_views, skipped=n_skipped, refresh=False)
+                # Stop as soon as the threshold cannot be met even if every
+                # remaining galaxy keeps every view.
+                todo_left -= 1
+                if n_skipped > config.max_skipped_fraction * (
+                    n_tried + todo_left * most
+                ):
+                    _check_skips(writer.skip_summary(), config, early=True)
+        _check_skips(writer.skip_summary(), config)
     return out
+
+
+def _check_skips(
+    summary: SkipSummary, config: SimulationConfig, early: bool = False
+) -> None:
+    """Refuse a run that lost more than ``max_skipped_fraction`` of its views."""
+    limit = config.max_skipped_fraction
+    if summary.n_views_skipped <= limit * summary.n_views_attempted:
+        return
+    render = config.render
+    keys = ("redshift", "size_matched", "coverage_re", "snr_at_re", "min_snr")
+    observe = render.observe.to_dict()
+    settings = ", ".join(f"{k} = {observe[k]!r}" for k in keys if k in observe)
+    raise SimulationError(
+        f"{summary.describe()}{' so far' if early else ''}: more than "
+        f"max_skipped_fraction = {limit} of the views. Training on the rest "
+        "would under-represent small and faint galaxies. The observation causes "
+        f"it ([observe] {settings}; [render] fov_re = {render.fov_re}, "
+        f"min_pixels = {render.min_pixels}): set [observe] size_matched = true "
+        "or raise its redshift floor, raise 'snr_at_re' or lower 'min_snr', or "
+        "lower 'fov_re' / 'min_pixels'; to accept the loss, raise [simulate] "
+        "max_skipped_fraction and run again with --resume"
+    )
 
 
 def _check_int(key: str, value: Any, low: int) -> None:
