@@ -27,6 +27,10 @@ Cells (``--cells``, default all; observe overrides on top of CONFIG's
 * ``cov_1.5`` / ``cov_2.5`` -- Primary vs Secondary coverage, on a grid 5 r_e
   across so the difference is visible (no idealised counterpart).
 
+Observed views with too few valid pixels are skipped and counted (column
+``skipped``; :mod:`sbi_exsitu.data.skips`); a cell that skips more than
+``--max-skipped-fraction`` of its views fails and is recorded as failed.
+
 Every step resumes (datasets, trained runs, finished test JSONs are reused).
 
 Usage::
@@ -77,14 +81,21 @@ def _say(*args: Any) -> None:
 
 
 def cell_config(
-    base: ExperimentConfig, name: str, out: Path, n_galaxies: int
+    base: ExperimentConfig,
+    name: str,
+    out: Path,
+    n_galaxies: int,
+    max_skipped_fraction: float = 0.2,
 ) -> ExperimentConfig:
     """The experiment of one cell: its own data file and run directory."""
     observe, render = CELLS[name]
+    simulate = {"n_galaxies": n_galaxies}
+    if observe is not None:
+        simulate["max_skipped_fraction"] = max_skipped_fraction
     return base.replace(
         run=dataclasses.replace(base.run, name=name, out_dir=str(out / "runs")),
         data=dataclasses.replace(base.data, train=str(out / "data" / f"{name}.h5")),
-        simulate=base.simulate | {"n_galaxies": n_galaxies},
+        simulate=base.simulate | simulate,
         render=base.render | render,
         observe={} if observe is None else base.observe | observe,
     )
@@ -155,10 +166,27 @@ def evaluate_cell(post: Any, data: Path, split_seed: int, seed: int, out: Path) 
     return res
 
 
+def skip_counts(data: Path, split_seed: int) -> dict[str, Any]:
+    """Views skipped as unobservable and galaxies dropped, overall and in test."""
+    from sbi_exsitu.data.dataset import MapDataset
+
+    with MapDataset(data) as ds:
+        s = ds.skip_summary()
+        test = set(ds.labels["galaxy_id"][ds.splits(seed=split_seed)["test"]])
+    return {
+        "views_skipped": s.n_views_skipped,
+        "views_attempted": s.n_views_attempted,
+        "galaxies_dropped": len(s.dropped_galaxies),
+        "test_galaxies": len(test),
+        "skipped": f"{s.n_views_skipped}/{s.n_views_attempted} views, "
+        f"{len(s.dropped_galaxies)} gal.",
+    }
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     cols = (
         "trained_on", "tested_on", "bias", "scatter", "in_hdi68", "in_hdi95",
-        "posterior_std", "verdict", "max_coverage_error", "flag_rate",
+        "posterior_std", "verdict", "max_coverage_error", "flag_rate", "skipped",
     )  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -168,7 +196,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             continue
         cells = [
             f"{r[c]:+.3f}" if c == "bias" else
-            f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])
+            f"{r[c]:.3f}" if isinstance(r[c], float) else str(r.get(c, "-"))
             for c in cols
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -182,6 +210,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-galaxies", type=int, default=800)
     ap.add_argument("--workers", type=int, default=2, help="simulation processes")
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    ap.add_argument(
+        "--max-skipped-fraction",
+        type=float,
+        default=0.2,
+        help="observed cells fail when more views than this are unobservable",
+    )
     args = ap.parse_args(argv)
     base = ExperimentConfig.from_toml(args.config)
     if not base.observe:
@@ -190,7 +224,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, timings = [], {}
     posts = {}
     for name in cells:
-        cfg = cell_config(base, name, args.out, args.n_galaxies)
+        cfg = cell_config(
+            base, name, args.out, args.n_galaxies, args.max_skipped_fraction
+        )
         _say(f"[{name}] simulate + fit -> {cfg.run_dir}")
         try:
             posts[name], timings[name] = train_cell(cfg, args.workers)
@@ -202,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             posts[name], cfg.train_path, cfg.data.split_seed, cfg.run.seed,
             args.out / "tests" / f"{name}__{name}.json",
         )  # fmt: skip
+        res |= skip_counts(cfg.train_path, cfg.data.split_seed)
         rows.append({"trained_on": name, "tested_on": name} | res)
         _say(f"[{name}] {res}")
         if name != "idealised" and not CELLS[name][1]:
@@ -210,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 posts["idealised"], cfg.train_path, cfg.data.split_seed,
                 cfg.run.seed, args.out / "tests" / f"idealised__{name}.json",
             )  # fmt: skip
+            res |= skip_counts(cfg.train_path, cfg.data.split_seed)
             rows.append({"trained_on": "idealised", "tested_on": name} | res)
             _say(f"[idealised -> {name}] {res}")
     table = markdown(rows)

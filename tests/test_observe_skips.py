@@ -249,3 +249,16 @@ def _assert_same_file(a: Path, b: Path) -> None:
     assert ca.keys() == cb.keys()
     for key in ca:
         np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
+
+
+def test_size_matched_from_toml_and_through_simulate(tmp_path: Path) -> None:
+    doc = _doc(16)
+    doc["observe"] = {"redshift": [0.01, 0.15], "size_matched": True}
+    cfg = SimulationConfig.from_dict(doc)
+    assert cfg.render.observe.size_matched is True
+    out = simulate(cfg, tmp_path / "d.h5", progress=False)
+    with MapDataset(out) as ds:
+        assert ds.render_config.observe == cfg.render.observe
+        assert len(ds) + len(ds.skipped_views) == N_GALAXIES * N_VIEWS
+    with pytest.raises(Exception, match="size_matched"):
+        SimulationConfig.from_dict(_doc(16) | {"observe": {"size_matched": True}})

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,40 +367,47 @@ def simulate(
             disable=not progress,
             dynamic_ncols=True,
         )
-        n_views = 0
-        skips = writer.skip_summary()
-        n_skipped, n_tried = skips.n_views_skipped, skips.n_views_attempted
-        most = max(config.balance_views) if config.views == "balanced" else config.views
-        todo_left = len(todo)
         with bar:
-            for result in parallel_map(
-                work, todo, workers=workers, scheduler=scheduler
-            ):
-                info = result.info
-                writer.add_galaxy(
-                    result.views,
-                    galaxy_id=result.index,
-                    f_ex=info["f_ex"],
-                    log_mstar=info["log_mstar"],
-                    half_mass_radius=info["half_mass_radius"],
-                    model=model.name,
-                    assembly={k: info[k] for k in OPTIONAL_LABELS if k in info},
-                    skipped_views=result.skipped,
-                )
-                n_views += len(result.views)
-                n_skipped += len(result.skipped)
-                n_tried += len(result.views) + len(result.skipped)
-                bar.update(1)
-                bar.set_postfix(views=n_views, skipped=n_skipped, refresh=False)
-                # Stop as soon as the threshold cannot be met even if every
-                # remaining galaxy keeps every view.
-                todo_left -= 1
-                if n_skipped > config.max_skipped_fraction * (
-                    n_tried + todo_left * most
-                ):
-                    _check_skips(writer.skip_summary(), config, early=True)
+            results = parallel_map(work, todo, workers=workers, scheduler=scheduler)
+            _write_all(writer, results, len(todo), config, model.name, bar)
         _check_skips(writer.skip_summary(), config)
     return out
+
+
+def _write_all(
+    writer: DatasetWriter,
+    results: Iterable[_Result],
+    n_todo: int,
+    config: SimulationConfig,
+    model_name: str,
+    bar: tqdm,
+) -> None:
+    """Append each galaxy as it arrives; stop once the skip limit cannot hold."""
+    skips = writer.skip_summary()
+    n_skipped, n_tried, n_views = skips.n_views_skipped, skips.n_views_attempted, 0
+    most = max(config.balance_views) if config.views == "balanced" else config.views
+    for n_done, result in enumerate(results):
+        info = result.info
+        writer.add_galaxy(
+            result.views,
+            galaxy_id=result.index,
+            f_ex=info["f_ex"],
+            log_mstar=info["log_mstar"],
+            half_mass_radius=info["half_mass_radius"],
+            model=model_name,
+            assembly={k: info[k] for k in OPTIONAL_LABELS if k in info},
+            skipped_views=result.skipped,
+        )
+        n_views += len(result.views)
+        n_skipped += len(result.skipped)
+        n_tried += len(result.views) + len(result.skipped)
+        bar.update(1)
+        bar.set_postfix(views=n_views, skipped=n_skipped, refresh=False)
+        # Stop as soon as the limit cannot be met even if every remaining
+        # galaxy keeps every view.
+        left = n_todo - 1 - n_done
+        if n_skipped > config.max_skipped_fraction * (n_tried + left * most):
+            _check_skips(writer.skip_summary(), config, early=True)
 
 
 def _check_skips(
