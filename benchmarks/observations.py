@@ -25,7 +25,9 @@ Cells (``--cells``, default all; observe overrides on top of CONFIG's
 * ``cov_2.5_fov3`` -- Secondary coverage (2.5 r_e) on the ``manga`` grid (3 r_e
   across): a larger bundle, so the whole grid is covered;
 * ``cov_1.5`` / ``cov_2.5`` -- Primary vs Secondary coverage, on a grid 5 r_e
-  across so the difference is visible (no idealised counterpart).
+  across so the difference is visible (no idealised counterpart);
+* ``manga_matched``, ``cov_1.5_matched``, ``cov_2.5_matched`` -- the same with
+  MaNGA's size-matched redshifts (``size_matched``, z in 0.01-0.15).
 
 Observed views with too few valid pixels are skipped and counted (column
 ``skipped``; :mod:`sbi_exsitu.data.skips`); a cell that skips more than
@@ -73,6 +75,16 @@ CELLS: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {
     "cov_2.5_fov3": ({"coverage_re": 2.5}, {}),
     "cov_1.5": ({"coverage_re": 1.5}, {"fov_re": 5.0}),
     "cov_2.5": ({"coverage_re": 2.5}, {"fov_re": 5.0}),
+    # MaNGA's size-matched redshifts (Wake et al. 2017) over its full range.
+    "manga_matched": ({"size_matched": True, "redshift": [0.01, 0.15]}, {}),
+    "cov_1.5_matched": (
+        {"coverage_re": 1.5, "size_matched": True, "redshift": [0.01, 0.15]},
+        {"fov_re": 5.0},
+    ),
+    "cov_2.5_matched": (
+        {"coverage_re": 2.5, "size_matched": True, "redshift": [0.01, 0.15]},
+        {"fov_re": 5.0},
+    ),
 }
 
 

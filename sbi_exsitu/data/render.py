@@ -217,8 +217,9 @@ def preprocess(
             what = "are valid observed pixels"
             # Too faint for the S/N mask, or far larger than the largest bundle
             # at a low redshift (MaNGA's selection avoids both).
-            fix = "too little observed area (raise the [observe] redshift floor, "
-            fix += "lower 'min_snr', 'fov_re' or 'min_pixels')"
+            fix = "too little observed area (set [observe] size_matched = true "
+            fix += "or raise its redshift floor, lower 'min_snr', 'fov_re' or "
+            fix += "'min_pixels')"
         raise TooFewPixelsError(
             f"only {n_kept} pixels {what} inside the mask at resolution "
             f"{config.resolution}, expected >= {config.min_pixels}: {fix}"
