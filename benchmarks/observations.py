@@ -25,7 +25,13 @@ Cells (``--cells``, default all; observe overrides on top of CONFIG's
 * ``cov_2.5_fov3`` -- Secondary coverage (2.5 r_e) on the ``manga`` grid (3 r_e
   across): a larger bundle, so the whole grid is covered;
 * ``cov_1.5`` / ``cov_2.5`` -- Primary vs Secondary coverage, on a grid 5 r_e
-  across so the difference is visible (no idealised counterpart).
+  across so the difference is visible (no idealised counterpart);
+* ``manga_matched``, ``cov_1.5_matched``, ``cov_2.5_matched`` -- the same with
+  MaNGA's size-matched redshifts (``size_matched``, z in 0.01-0.15).
+
+Observed views with too few valid pixels are skipped and counted (column
+``skipped``; :mod:`sbi_exsitu.data.skips`); a cell that skips more than
+``--max-skipped-fraction`` of its views fails and is recorded as failed.
 
 Every step resumes (datasets, trained runs, finished test JSONs are reused).
 
@@ -69,6 +75,16 @@ CELLS: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {
     "cov_2.5_fov3": ({"coverage_re": 2.5}, {}),
     "cov_1.5": ({"coverage_re": 1.5}, {"fov_re": 5.0}),
     "cov_2.5": ({"coverage_re": 2.5}, {"fov_re": 5.0}),
+    # MaNGA's size-matched redshifts (Wake et al. 2017) over its full range.
+    "manga_matched": ({"size_matched": True, "redshift": [0.01, 0.15]}, {}),
+    "cov_1.5_matched": (
+        {"coverage_re": 1.5, "size_matched": True, "redshift": [0.01, 0.15]},
+        {"fov_re": 5.0},
+    ),
+    "cov_2.5_matched": (
+        {"coverage_re": 2.5, "size_matched": True, "redshift": [0.01, 0.15]},
+        {"fov_re": 5.0},
+    ),
 }
 
 
@@ -77,14 +93,21 @@ def _say(*args: Any) -> None:
 
 
 def cell_config(
-    base: ExperimentConfig, name: str, out: Path, n_galaxies: int
+    base: ExperimentConfig,
+    name: str,
+    out: Path,
+    n_galaxies: int,
+    max_skipped_fraction: float = 0.2,
 ) -> ExperimentConfig:
     """The experiment of one cell: its own data file and run directory."""
     observe, render = CELLS[name]
+    simulate = {"n_galaxies": n_galaxies}
+    if observe is not None:
+        simulate["max_skipped_fraction"] = max_skipped_fraction
     return base.replace(
         run=dataclasses.replace(base.run, name=name, out_dir=str(out / "runs")),
         data=dataclasses.replace(base.data, train=str(out / "data" / f"{name}.h5")),
-        simulate=base.simulate | {"n_galaxies": n_galaxies},
+        simulate=base.simulate | simulate,
         render=base.render | render,
         observe={} if observe is None else base.observe | observe,
     )
@@ -155,10 +178,27 @@ def evaluate_cell(post: Any, data: Path, split_seed: int, seed: int, out: Path) 
     return res
 
 
+def skip_counts(data: Path, split_seed: int) -> dict[str, Any]:
+    """Views skipped as unobservable and galaxies dropped, overall and in test."""
+    from sbi_exsitu.data.dataset import MapDataset
+
+    with MapDataset(data) as ds:
+        s = ds.skip_summary()
+        test = set(ds.labels["galaxy_id"][ds.splits(seed=split_seed)["test"]])
+    return {
+        "views_skipped": s.n_views_skipped,
+        "views_attempted": s.n_views_attempted,
+        "galaxies_dropped": len(s.dropped_galaxies),
+        "test_galaxies": len(test),
+        "skipped": f"{s.n_views_skipped}/{s.n_views_attempted} views, "
+        f"{len(s.dropped_galaxies)} gal.",
+    }
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     cols = (
         "trained_on", "tested_on", "bias", "scatter", "in_hdi68", "in_hdi95",
-        "posterior_std", "verdict", "max_coverage_error", "flag_rate",
+        "posterior_std", "verdict", "max_coverage_error", "flag_rate", "skipped",
     )  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -168,7 +208,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             continue
         cells = [
             f"{r[c]:+.3f}" if c == "bias" else
-            f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])
+            f"{r[c]:.3f}" if isinstance(r[c], float) else str(r.get(c, "-"))
             for c in cols
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -182,6 +222,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-galaxies", type=int, default=800)
     ap.add_argument("--workers", type=int, default=2, help="simulation processes")
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    ap.add_argument(
+        "--max-skipped-fraction",
+        type=float,
+        default=0.2,
+        help="observed cells fail when more views than this are unobservable",
+    )
     args = ap.parse_args(argv)
     base = ExperimentConfig.from_toml(args.config)
     if not base.observe:
@@ -190,7 +236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, timings = [], {}
     posts = {}
     for name in cells:
-        cfg = cell_config(base, name, args.out, args.n_galaxies)
+        cfg = cell_config(
+            base, name, args.out, args.n_galaxies, args.max_skipped_fraction
+        )
         _say(f"[{name}] simulate + fit -> {cfg.run_dir}")
         try:
             posts[name], timings[name] = train_cell(cfg, args.workers)
@@ -202,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             posts[name], cfg.train_path, cfg.data.split_seed, cfg.run.seed,
             args.out / "tests" / f"{name}__{name}.json",
         )  # fmt: skip
+        res |= skip_counts(cfg.train_path, cfg.data.split_seed)
         rows.append({"trained_on": name, "tested_on": name} | res)
         _say(f"[{name}] {res}")
         if name != "idealised" and not CELLS[name][1]:
@@ -210,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 posts["idealised"], cfg.train_path, cfg.data.split_seed,
                 cfg.run.seed, args.out / "tests" / f"idealised__{name}.json",
             )  # fmt: skip
+            res |= skip_counts(cfg.train_path, cfg.data.split_seed)
             rows.append({"trained_on": "idealised", "tested_on": name} | res)
             _say(f"[idealised -> {name}] {res}")
     table = markdown(rows)

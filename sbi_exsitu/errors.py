@@ -28,6 +28,7 @@ __all__ = [
     "SampleIndexError",
     "MissingLabelError",
     "RenderError",
+    "TooFewPixelsError",
     "RenderConfigMismatch",
     "ModelError",
     "SimulationError",
@@ -91,6 +92,10 @@ class MissingLabelError(SbiExsituError, KeyError):
 
 class RenderError(SbiExsituError, ValueError):
     """A galaxy cannot be rendered with the given configuration."""
+
+
+class TooFewPixelsError(RenderError):
+    """A view keeps fewer than ``min_pixels`` valid pixels (observed: skippable)."""
 
 
 class RenderConfigMismatch(SbiExsituError, ValueError):

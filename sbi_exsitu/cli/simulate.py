@@ -26,7 +26,8 @@ def simulate(
     """Draw mock galaxies, render them from polyhedron cameras, write a dataset.
 
     Same config (and seed) -> identical file contents, whatever --workers or
-    --scheduler; an interrupted run continues with --resume.
+    --scheduler; an interrupted run continues with --resume. Observed views
+    with too few valid pixels are skipped and counted (printed at the end).
     """
     from sbi_exsitu.data.dataset import MapDataset
     from sbi_exsitu.data.simulate import SimulationConfig
@@ -50,3 +51,6 @@ def simulate(
         typer.echo(
             f"wrote {n_gal} galaxies ({len(ds)} views) of model '{cfg.model}' to {path}"
         )
+        if cfg.render.observe is not None:
+            # Skips are a selection effect on the training set: always say so.
+            typer.echo(ds.skip_summary().describe())

@@ -13,6 +13,8 @@ One file per dataset (schema version :data:`SCHEMA_VERSION`)::
     /labels/half_mass_radius (N,) float64, kpc
     /labels/<assembly>  (N,) float64, optional (:data:`OPTIONAL_LABELS`, NaN = unknown)
     attrs: schema_version, render_config (JSON), n_complete, and free-form attrs
+    /skipped_views      (M, 2) int64, observed runs only, with attrs n_skipped
+                        and n_dropped (:mod:`sbi_exsitu.data.skips`)
 
 Writes go to ``<name>.partial`` next to the target and are renamed over it only
 when the writer closes cleanly, so a crash never leaves a half-written file under
@@ -44,7 +46,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,25 @@ import h5py
 import numpy as np
 
 from sbi_exsitu.atomic import OutputLock, check_output_path
-from sbi_exsitu.data.mock.debris import ASSEMBLY_LABELS
+from sbi_exsitu.data.map_dataset import (
+    _LABEL_DTYPES,
+    LABELS,
+    OPTIONAL_LABELS,
+    SCHEMA_VERSION,
+    MapDataset,
+    check_schema,
+    partial_path,
+    readable,
+)
 from sbi_exsitu.data.render import RenderConfig, RenderedViews
+from sbi_exsitu.data.skips import (
+    SkipSummary,
+    append_skipped,
+    read_skipped,
+    truncate_skipped,
+)
 from sbi_exsitu.data.splits import SPLIT_FRACTIONS, split_by_galaxy, subsample
-from sbi_exsitu.errors import DatasetError, SampleIndexError
+from sbi_exsitu.errors import DatasetError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -68,23 +85,6 @@ __all__ = [
     "subsample",
     "SPLIT_FRACTIONS",
 ]
-
-SCHEMA_VERSION = 1
-LABELS = ("f_ex", "log_mstar", "galaxy_id", "view_id", "model", "half_mass_radius")
-#: Merger-history labels (:mod:`sbi_exsitu.data.mock.debris`): read when present.
-OPTIONAL_LABELS = ASSEMBLY_LABELS
-_LABEL_DTYPES = {
-    "f_ex": np.float64,
-    "log_mstar": np.float64,
-    "galaxy_id": np.int64,
-    "view_id": np.int16,
-    "model": h5py.string_dtype(),
-    "half_mass_radius": np.float64,
-}
-
-
-def _partial_path(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
 
 
 class DatasetWriter:
@@ -113,7 +113,7 @@ class DatasetWriter:
         attrs: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.partial = _partial_path(self.path)
+        self.partial = partial_path(self.path)
         self.config = render_config
         attrs = {k: json.dumps(v, sort_keys=True) for k, v in (attrs or {}).items()}
         check_output_path(self.path, overwrite=True)  # existence is checked below
@@ -143,7 +143,7 @@ class DatasetWriter:
         elif resume and not self.partial.exists() and self.path.exists():
             os.replace(self.path, self.partial)
             reopened_final = True
-        if self.partial.exists() and not reopened_final and not _readable(self.partial):
+        if self.partial.exists() and not reopened_final and not readable(self.partial):
             # Killed before its first flush: nothing to resume, it would only block.
             msg = f"{self.partial} is unreadable (killed mid-write); starting again"
             warnings.warn(msg, stacklevel=3)
@@ -212,7 +212,7 @@ class DatasetWriter:
                 f"{self.partial}: cannot reopen to resume ({err}); delete it or "
                 "pass overwrite"
             ) from None
-        _check_schema(h5, self.partial)
+        check_schema(h5, self.partial)
         stored = RenderConfig.from_json(h5.attrs["render_config"])
         if stored != self.config:
             h5.close()
@@ -233,11 +233,18 @@ class DatasetWriter:
         for name in names:
             if h5[name].shape[0] != n_done:  # a galaxy half-written at the crash
                 h5[name].resize(n_done, axis=0)
+        truncate_skipped(h5)
         return h5
 
     def completed_galaxies(self) -> set[int]:
-        """Galaxy ids already written in full."""
-        return set(np.unique(self._h5["labels/galaxy_id"][:]).tolist())
+        """Galaxy ids already written in full (dropped ones too: all views skipped)."""
+        ids = np.union1d(self._h5["labels/galaxy_id"][:], read_skipped(self._h5)[:, 0])
+        return set(ids.tolist())
+
+    def skip_summary(self) -> SkipSummary:
+        """The views skipped so far (:mod:`sbi_exsitu.data.skips`)."""
+        kept = self._h5["labels/galaxy_id"][: len(self)]
+        return SkipSummary.from_records(read_skipped(self._h5), kept)
 
     def __len__(self) -> int:
         return int(self._h5.attrs["n_complete"])
@@ -253,10 +260,14 @@ class DatasetWriter:
         model: str,
         view_ids: Sequence[int] | None = None,
         assembly: Mapping[str, float] | None = None,
+        skipped_views: Sequence[int] = (),
     ) -> None:
         """Append all views of one galaxy, then mark them complete.
 
         ``assembly`` holds :data:`OPTIONAL_LABELS` values (missing ones are NaN).
+        ``view_ids`` defaults to ``views.view_ids``, else 0 .. V-1;
+        ``skipped_views`` are the views left out (:mod:`~sbi_exsitu.data.skips`),
+        and ``views`` may then hold none (the galaxy is dropped).
         """
         shape = (self.config.n_channels, self.config.resolution, self.config.resolution)
         if views.maps.shape[1:] != shape:
@@ -271,7 +282,13 @@ class DatasetWriter:
             "f_ex": np.full(v, f_ex, np.float64),
             "log_mstar": np.full(v, log_mstar, np.float64),
             "galaxy_id": np.full(v, galaxy_id, np.int64),
-            "view_id": np.asarray(view_ids if view_ids is not None else range(v)),
+            "view_id": np.asarray(
+                view_ids
+                if view_ids is not None
+                else views.view_ids
+                if views.view_ids is not None
+                else range(v)
+            ),
             "model": np.array([model] * v, dtype=object),
             "half_mass_radius": np.full(v, half_mass_radius, np.float64),
         }
@@ -282,16 +299,21 @@ class DatasetWriter:
         for k in optional:
             labels[k] = np.full(v, assembly.get(k, np.nan), np.float64)
         h5 = self._h5
-        for name, data in (
+        columns = [
             ("maps", views.maps),
             ("exsitu", views.exsitu),
             ("mask", views.mask),
             *((f"labels/{k}", labels[k]) for k in (*LABELS, *optional)),
-        ):
+        ]
+        for name, data in columns if v else []:  # a dropped galaxy writes no rows
             h5[name].resize(end, axis=0)
             h5[name][start:end] = data
+        n_skipped = append_skipped(h5, galaxy_id, skipped_views)
         h5.flush()
         h5.attrs["n_complete"] = end
+        if len(skipped_views):
+            h5.attrs["n_skipped"] = n_skipped
+            h5.attrs["n_dropped"] = int(h5.attrs.get("n_dropped", 0)) + (v == 0)
         h5.flush()
 
     def close(self, finalize: bool = True) -> Path:
@@ -320,179 +342,3 @@ class DatasetWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # On error keep the partial file: it is what --resume continues from.
         self.close(finalize=exc_type is None)
-
-
-def _readable(path: Path) -> bool:
-    try:
-        with h5py.File(path, "r"):
-            return True
-    except OSError:
-        return False
-
-
-def _check_schema(h5: h5py.File, path: Path) -> None:
-    version = h5.attrs.get("schema_version")
-    if isinstance(version, np.generic):  # show 2, not np.int64(2)
-        version = version.item()
-    if version != SCHEMA_VERSION:
-        h5.close()
-        raise DatasetError(
-            f"{path}: attribute 'schema_version' is {version!r}, expected "
-            f"{SCHEMA_VERSION} (re-render the dataset with this version of sbi-exsitu)"
-        )
-    for name in ("maps", "exsitu", "mask", *(f"labels/{k}" for k in LABELS)):
-        if name not in h5:
-            h5.close()
-            raise DatasetError(f"{path}: dataset '/{name}' is missing")
-
-
-class MapDataset:
-    """Read a dataset written by :class:`DatasetWriter`, streaming maps on demand.
-
-    Labels are small and read at once; maps are read per index batch, so memory
-    stays bounded whatever the file size.
-
-    Args:
-        path: the HDF5 file.
-        expect_config: if given, refuse a file rendered with another config.
-
-    Raises:
-        DatasetError: missing or truncated file, wrong schema, or config mismatch.
-    """
-
-    def __init__(self, path: str | Path, expect_config: RenderConfig | None = None):
-        self.path = Path(path)
-        if not self.path.is_file():
-            hint = ""
-            if _partial_path(self.path).exists():
-                hint = " (an interrupted .partial file exists: resume the job)"
-            raise DatasetError(f"{self.path}: file not found{hint}")
-        try:
-            self._h5 = h5py.File(self.path, "r")
-        except OSError as err:
-            raise DatasetError(
-                f"{self.path}: not a readable HDF5 file (truncated or corrupt?): {err}"
-            ) from None
-        _check_schema(self._h5, self.path)
-        try:
-            self.render_config = RenderConfig.from_json(self._h5.attrs["render_config"])
-            n = int(self._h5.attrs["n_complete"])
-            self.labels: dict[str, np.ndarray] = {}
-            for key in LABELS:
-                data = self._h5[f"labels/{key}"][:n]
-                if key == "model":
-                    data = data.astype(str)
-                self.labels[key] = data
-            for key in OPTIONAL_LABELS:  # absent from files written before them
-                if f"labels/{key}" in self._h5:
-                    self.labels[key] = self._h5[f"labels/{key}"][:n]
-        except (OSError, KeyError, ValueError) as err:
-            raise DatasetError(f"{self.path}: cannot read labels: {err}") from None
-        self._n = n
-        if self._h5["maps"].shape[0] < n:
-            raise DatasetError(
-                f"{self.path}: '/maps' holds {self._h5['maps'].shape[0]} samples, "
-                f"expected n_complete={n} (truncated file)"
-            )
-        if expect_config is not None:
-            self.check_config(expect_config)
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        """Free-form attributes (JSON-decoded where possible)."""
-        out = {}
-        for key, value in self._h5.attrs.items():
-            try:
-                out[key] = json.loads(value) if isinstance(value, str) else value
-            except json.JSONDecodeError:
-                out[key] = value
-        return out
-
-    def check_config(self, expected: RenderConfig) -> None:
-        """Raise :class:`DatasetError` naming every difference from ``expected``."""
-        if self.render_config != expected:
-            raise DatasetError(
-                f"{self.path}: maps were rendered with a different config than "
-                "expected (file != expected): "
-                + "; ".join(self.render_config.diff(expected))
-            )
-
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one sample."""
-        return tuple(self._h5["maps"].shape[1:])  # type: ignore[return-value]
-
-    @property
-    def has_labels(self) -> bool:
-        """True when every sample has an f_ex label."""
-        return bool(self._n) and bool(np.all(np.isfinite(self.labels["f_ex"])))
-
-    def _read(
-        self, name: str, indices: Sequence[int] | np.ndarray | slice
-    ) -> np.ndarray:
-        if isinstance(indices, slice):
-            lo, hi, _ = indices.indices(self._n)
-            return self._checked_read(name, indices, lo, hi - 1)
-        idx = np.asarray(indices, dtype=np.int64)
-        if idx.size == 0:
-            return np.empty((0, *self._h5[name].shape[1:]), self._h5[name].dtype)
-        if idx.min() < 0 or idx.max() >= self._n:
-            raise SampleIndexError(f"{self.path}: index out of range [0, {self._n})")
-        # h5py wants increasing unique indices; read those, then restore order.
-        uniq, inverse = np.unique(idx, return_inverse=True)
-        return self._checked_read(name, uniq, int(uniq[0]), int(uniq[-1]))[inverse]
-
-    def _checked_read(self, name: str, sel: Any, lo: int, hi: int) -> np.ndarray:
-        # A damaged chunk fails its checksum (fletcher32) or its decompression
-        # inside HDF5; say which file and samples instead of a bare OSError.
-        try:
-            return self._h5[name][sel]
-        except OSError as err:
-            raise DatasetError(
-                f"{self.path}: cannot read '/{name}' of samples {lo}..{hi}, the "
-                f"file is damaged ({err}); re-copy it or re-render the dataset"
-            ) from None
-
-    def maps(self, indices: Sequence[int] | np.ndarray | slice) -> np.ndarray:
-        """(n, C, H, W) float32 observation maps."""
-        return self._read("maps", indices)
-
-    def exsitu(self, indices: Sequence[int] | np.ndarray | slice) -> np.ndarray:
-        """(n, H, W) float32 ex-situ fraction maps."""
-        return self._read("exsitu", indices)
-
-    def mask(self, indices: Sequence[int] | np.ndarray | slice) -> np.ndarray:
-        """(n, H, W) bool pixel masks."""
-        return self._read("mask", indices)
-
-    def iter_batches(
-        self, indices: np.ndarray | None = None, batch_size: int = 256
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(indices, maps)`` in chunks of ``batch_size``."""
-        indices = np.arange(self._n) if indices is None else np.asarray(indices)
-        for start in range(0, len(indices), batch_size):
-            batch = indices[start : start + batch_size]
-            yield batch, self.maps(batch)
-
-    def splits(
-        self, seed: int = 0, fractions: Sequence[float] = SPLIT_FRACTIONS
-    ) -> dict[str, np.ndarray]:
-        """Galaxy-grouped train/validation/test indices (:func:`split_by_galaxy`)."""
-        return split_by_galaxy(self.labels["galaxy_id"], fractions, seed)
-
-    def close(self) -> None:
-        if self._h5.id.valid:
-            self._h5.close()
-
-    def __enter__(self) -> MapDataset:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        c, h, w = self.shape
-        return f"MapDataset('{self.path}', n={self._n}, maps=({c}, {h}, {w}))"

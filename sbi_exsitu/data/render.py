@@ -55,12 +55,13 @@ from sbi_exsitu.data.exsitu_target import smoothed_exsitu_fraction
 from sbi_exsitu.data.particles import Particles
 from sbi_exsitu.data.projection import pixel_index
 from sbi_exsitu.data.render_config import CHANNELS, RenderConfig
-from sbi_exsitu.errors import RenderError
+from sbi_exsitu.errors import RenderError, TooFewPixelsError
 
 __all__ = [
     "CHANNELS",
     "RenderConfig",
     "RenderError",
+    "TooFewPixelsError",
     "RenderedViews",
     "PixelStatistics",
     "pixel_statistics",
@@ -222,7 +223,8 @@ def preprocess(
     replaces the particle-count cut, see :func:`pixel_mask`).
 
     Raises:
-        RenderError: fewer than ``config.min_pixels`` pixels survive the mask.
+        TooFewPixelsError: fewer than ``config.min_pixels`` pixels survive the
+            mask (a :class:`RenderError`).
     """
     mask = pixel_mask(stats, config, valid)
     n_kept = int(mask.sum())
@@ -238,9 +240,10 @@ def preprocess(
             what = "are valid observed pixels"
             # Too faint for the S/N mask, or far larger than the largest bundle
             # at a low redshift (MaNGA's selection avoids both).
-            fix = "too little observed area (raise the [observe] redshift floor, "
-            fix += "lower 'min_snr', 'fov_re' or 'min_pixels')"
-        raise RenderError(
+            fix = "too little observed area (set [observe] size_matched = true "
+            fix += "or raise its redshift floor, lower 'min_snr', 'fov_re' or "
+            fix += "'min_pixels')"
+        raise TooFewPixelsError(
             f"only {n_kept} pixels {what} inside the mask at resolution "
             f"{config.resolution}, expected >= {config.min_pixels}: {fix}"
         )
@@ -297,12 +300,16 @@ class RenderedViews:
             NaN everywhere when the particles carry no ex-situ flags).
         mask: (V, H, W) bool, the pixels that hold data.
         directions: (V, 3) camera directions.
+        view_ids: (V,) index of each view in its polyhedron; None = 0 .. V-1
+            (every view kept). Observed galaxies may skip unobservable views
+            (:func:`sbi_exsitu.data.observe.stage.render_observed_views`).
     """
 
     maps: np.ndarray
     exsitu: np.ndarray
     mask: np.ndarray
     directions: np.ndarray
+    view_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.maps.shape[0]
@@ -348,7 +355,7 @@ def render_views(
             maps[k], mask[k] = preprocess(stats, config)
         except RenderError as err:
             where = f"{particles.name}, view {first_view + k}"
-            raise RenderError(f"{where}: {err}") from None
+            raise type(err)(f"{where}: {err}") from None
         frac = smoothed_exsitu_fraction(
             stats.mass, stats.exsitu_fraction, config.exsitu_smooth_sigma
         )

@@ -56,6 +56,14 @@ With ``[observe]`` every view goes through the mock observation stage
 dataset seed, galaxy and view) and the observation is stored in the dataset's
 render config, so a posterior trained on these maps refuses idealised ones.
 
+An observed view that keeps fewer than ``render.min_pixels`` valid pixels is
+skipped and recorded, and a galaxy that loses every view is dropped
+(:mod:`sbi_exsitu.data.skips`): one unobservable galaxy no longer aborts the
+run. Skipping is a selection effect (small and faint galaxies are
+under-represented), so more than ``max_skipped_fraction`` of the views (default
+0.2, in ``[simulate]``) is an error that names the observation settings to
+change. Idealised views are never skipped: too few pixels there is an error.
+
 Example:
     >>> import tempfile, pathlib
     >>> cfg = SimulationConfig.from_dict({
@@ -73,7 +81,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +101,7 @@ from sbi_exsitu.data.render import (
     RenderError,
     render_views,
 )
+from sbi_exsitu.data.skips import SkipSummary
 from sbi_exsitu.errors import SimulationError
 from sbi_exsitu.schema import ConfigError, check_keys, load_toml, take_section
 from sbi_exsitu.seeding import derive_seed
@@ -118,6 +127,7 @@ class _SimulateSection:
     balance_edges: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     balance_views: tuple[int, ...] = (4, 6, 8, 12, 20)
     particle_subsample: tuple[float, float] | None = None
+    max_skipped_fraction: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,8 @@ class SimulationConfig:
         particle_subsample: ``(lo, hi)`` with ``0 < lo <= hi <= 1``: each view
             keeps a log-uniform fraction in that range of the particles (the
             module docstring); ``None`` (default) keeps them all.
+        max_skipped_fraction: observed runs fail when more than this share of
+            the views is unobservable (too few valid pixels) and skipped.
         model_params: overrides of the model's parameters.
         render: the render configuration.
 
@@ -148,12 +160,18 @@ class SimulationConfig:
     balance_edges: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     balance_views: tuple[int, ...] = (4, 6, 8, 12, 20)
     particle_subsample: tuple[float, float] | None = None
+    max_skipped_fraction: float = 0.2
     model_params: dict[str, Any] = field(default_factory=dict)
     render: RenderConfig = field(default_factory=RenderConfig)
 
     def __post_init__(self) -> None:
         _check_int("n_galaxies", self.n_galaxies, low=1)
         _check_int("seed", self.seed, low=0)
+        if not 0 <= self.max_skipped_fraction <= 1:
+            raise SimulationError(
+                f"'max_skipped_fraction' is {self.max_skipped_fraction!r}, expected "
+                "a share of the views in [0, 1]"
+            )
         if self.views != "balanced" and self.views not in VIEW_COUNTS:
             raise SimulationError(
                 f"'views' is {self.views!r}, expected \"balanced\" or one of "
@@ -277,6 +295,7 @@ class _Result:
     index: int
     views: RenderedViews
     info: dict[str, Any]
+    skipped: tuple[int, ...] = ()
 
 
 def _render(
@@ -291,8 +310,17 @@ def _render(
         return render_views(particles, render, directions, first_view)
     from sbi_exsitu.data.observe.stage import render_observed_views
 
+    # Observed views that keep too few valid pixels are skipped and counted (the
+    # result's view_ids), not fatal: one small galaxy must not abort a survey run.
     return render_observed_views(
-        particles, render, render.observe, directions, seed, index, first_view
+        particles,
+        render,
+        render.observe,
+        directions,
+        seed,
+        index,
+        first_view,
+        skip_unobservable=True,
     )
 
 
@@ -307,21 +335,24 @@ def _subsampled_views(
     """Every view rendered from its own random subset of the particles."""
     directions = polyhedron_vertices(n_views)
     lo, hi = np.log(fractions[0]), np.log(fractions[1])
-    parts = []
+    parts, kept = [], []
     for k, d in enumerate(directions):
         rng = np.random.default_rng(derive_seed(seed, "subsample", index, k))
         n_keep = int(round(np.exp(rng.uniform(lo, hi)) * len(particles)))
         n_keep = min(max(n_keep, 1), len(particles))
         sub = subsample(particles, n_keep, int(rng.integers(2**63)))
         try:
-            parts.append(_render(sub, render, d[None], seed, index, first_view=k))
+            part = _render(sub, render, d[None], seed, index, first_view=k)
         except RenderError as err:
-            raise RenderError(f"{err} (keeping {n_keep} particles)") from None
+            raise type(err)(f"{err} (keeping {n_keep} particles)") from None
+        parts.append(part)
+        kept += [k] if part.view_ids is None else [k + int(i) for i in part.view_ids]
     return RenderedViews(
         maps=np.concatenate([p.maps for p in parts]),
         exsitu=np.concatenate([p.exsitu for p in parts]),
         mask=np.concatenate([p.mask for p in parts]),
-        directions=directions,
+        directions=directions[kept],
+        view_ids=None if render.observe is None else np.asarray(kept, dtype=np.int64),
     )
 
 
@@ -361,7 +392,9 @@ def _simulate_galaxy(
             f"galaxy {index} (seed {seed}, log M* = {info['log_mstar']:.2f}, "
             f"{len(particles)} particles) cannot be rendered: {err}{hint}"
         ) from None
-    return _Result(index=index, views=rendered, info=info)
+    kept = set(range(int(n_views)) if rendered.view_ids is None else rendered.view_ids)
+    skipped = tuple(k for k in range(int(n_views)) if k not in kept)
+    return _Result(index=index, views=rendered, info=info, skipped=skipped)
 
 
 def simulate(
@@ -397,14 +430,19 @@ def simulate(
         OutputBusyError: another process is writing ``out``.
         DatasetError: ``out`` exists without ``resume``/``overwrite``, or resume
             with different settings.
-        SimulationError: a galaxy cannot be rendered.
+        SimulationError: a galaxy cannot be rendered, or an observed run skips
+            more than ``config.max_skipped_fraction`` of its views (the
+            ``.partial`` file is kept: resume it with a higher threshold).
     """
     # An existing out is refused by DatasetWriter, naming --resume and --overwrite.
     out = check_output_path(out, inputs=inputs, overwrite=True)
     model = config.formation_model()
     doc = config.to_dict()
-    # n_galaxies is left out so that a resumed run may extend the dataset.
+    # n_galaxies is left out so that a resumed run may extend the dataset, and
+    # max_skipped_fraction so that a refused run can resume with a higher one
+    # (it decides whether the run fails, not what it writes).
     doc["simulate"].pop("n_galaxies")
+    doc["simulate"].pop("max_skipped_fraction")
     attrs = {"source": "simulate", "simulation": doc, "model_params": model.params()}
     work = functools.partial(
         _simulate_galaxy,
@@ -429,25 +467,70 @@ def simulate(
             disable=not progress,
             dynamic_ncols=True,
         )
-        n_views = 0
         with bar:
-            for result in parallel_map(
-                work, todo, workers=workers, scheduler=scheduler
-            ):
-                info = result.info
-                writer.add_galaxy(
-                    result.views,
-                    galaxy_id=result.index,
-                    f_ex=info["f_ex"],
-                    log_mstar=info["log_mstar"],
-                    half_mass_radius=info["half_mass_radius"],
-                    model=model.name,
-                    assembly={k: info[k] for k in OPTIONAL_LABELS if k in info},
-                )
-                n_views += len(result.views)
-                bar.update(1)
-                bar.set_postfix(views=n_views, refresh=False)
+            results = parallel_map(work, todo, workers=workers, scheduler=scheduler)
+            _write_all(writer, results, len(todo), config, model.name, bar)
+        _check_skips(writer.skip_summary(), config)
     return out
+
+
+def _write_all(
+    writer: DatasetWriter,
+    results: Iterable[_Result],
+    n_todo: int,
+    config: SimulationConfig,
+    model_name: str,
+    bar: tqdm,
+) -> None:
+    """Append each galaxy as it arrives; stop once the skip limit cannot hold."""
+    skips = writer.skip_summary()
+    n_skipped, n_tried, n_views = skips.n_views_skipped, skips.n_views_attempted, 0
+    most = max(config.balance_views) if config.views == "balanced" else config.views
+    for n_done, result in enumerate(results):
+        info = result.info
+        writer.add_galaxy(
+            result.views,
+            galaxy_id=result.index,
+            f_ex=info["f_ex"],
+            log_mstar=info["log_mstar"],
+            half_mass_radius=info["half_mass_radius"],
+            model=model_name,
+            assembly={k: info[k] for k in OPTIONAL_LABELS if k in info},
+            skipped_views=result.skipped,
+        )
+        n_views += len(result.views)
+        n_skipped += len(result.skipped)
+        n_tried += len(result.views) + len(result.skipped)
+        bar.update(1)
+        bar.set_postfix(views=n_views, skipped=n_skipped, refresh=False)
+        # Stop as soon as the limit cannot be met even if every remaining
+        # galaxy keeps every view.
+        left = n_todo - 1 - n_done
+        if n_skipped > config.max_skipped_fraction * (n_tried + left * most):
+            _check_skips(writer.skip_summary(), config, early=True)
+
+
+def _check_skips(
+    summary: SkipSummary, config: SimulationConfig, early: bool = False
+) -> None:
+    """Refuse a run that lost more than ``max_skipped_fraction`` of its views."""
+    limit = config.max_skipped_fraction
+    if summary.n_views_skipped <= limit * summary.n_views_attempted:
+        return
+    render = config.render
+    keys = ("redshift", "size_matched", "coverage_re", "snr_at_re", "min_snr")
+    observe = render.observe.to_dict()
+    settings = ", ".join(f"{k} = {observe[k]!r}" for k in keys if k in observe)
+    raise SimulationError(
+        f"{summary.describe()}{' so far' if early else ''}: more than "
+        f"max_skipped_fraction = {limit} of the views. Training on the rest "
+        "would under-represent small and faint galaxies. The observation causes "
+        f"it ([observe] {settings}; [render] fov_re = {render.fov_re}, "
+        f"min_pixels = {render.min_pixels}): set [observe] size_matched = true "
+        "or raise its redshift floor, raise 'snr_at_re' or lower 'min_snr', or "
+        "lower 'fov_re' / 'min_pixels'; to accept the loss, raise [simulate] "
+        "max_skipped_fraction and run again with --resume"
+    )
 
 
 def _check_int(key: str, value: Any, low: int) -> None:

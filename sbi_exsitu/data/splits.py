@@ -41,6 +41,8 @@ def split_by_galaxy(
     fractions: Sequence[float] = SPLIT_FRACTIONS,
     seed: int = 0,
     names: Sequence[str] = ("train", "validation", "test"),
+    *,
+    all_galaxies: Sequence[int] = (),
 ) -> dict[str, np.ndarray]:
     """Split sample indices so that all views of a galaxy land in one split.
 
@@ -49,6 +51,9 @@ def split_by_galaxy(
         fractions: fraction of galaxies per split (sums to 1).
         seed: seed of the galaxy shuffle; the same seed gives the same split.
         names: split names.
+        all_galaxies: galaxies without samples that still take part in the
+            shuffle (an observed run's dropped galaxies), so that dropping a
+            galaxy moves no other galaxy to another split.
 
     Returns:
         Split name -> sorted sample indices.
@@ -56,7 +61,7 @@ def split_by_galaxy(
     fractions = np.asarray(fractions, dtype=np.float64)
     if len(fractions) != len(names) or not np.isclose(fractions.sum(), 1.0):
         raise ValueError(f"split fractions {list(fractions)} must sum to 1")
-    galaxies = np.unique(galaxy_ids)
+    galaxies = np.union1d(galaxy_ids, np.asarray(all_galaxies, dtype=np.int64))
     order = np.random.default_rng(seed).permutation(len(galaxies))
     cuts = np.round(np.cumsum(fractions) * len(galaxies)).astype(int)
     assignment = np.empty(len(galaxies), dtype=np.int64)

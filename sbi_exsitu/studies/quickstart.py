@@ -84,6 +84,11 @@ def quickstart(
         resume=True,
         progress=progress,
     )
+    if cfg.observe:  # skipped views are a selection effect: always say how many
+        from sbi_exsitu.data.dataset import MapDataset
+
+        with MapDataset(train_path) as ds:
+            say(ds.skip_summary().describe())
     say(f"[2/4] fitting the posterior -> {cfg.run_dir}")
     result = fit(cfg, progress=progress, num_eval_samples=num_samples)
     obs_path = train_path.with_name(train_path.stem + "-new-observations.h5")

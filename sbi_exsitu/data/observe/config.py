@@ -14,7 +14,8 @@ follow MaNGA:
   that covers it;
 * redshift 0.03, the median of the Primary sample (Wake et al. 2017; the
   survey spans 0.01-0.15); a ``[lo, hi]`` pair draws each galaxy's redshift
-  uniformly in that range;
+  uniformly in that range, or, with ``size_matched``, picks it from the
+  galaxy's size (below);
 * spatially correlated noise with a Gaussian correlation of sigma = 1.92
   spaxels, and the covariance correction n_covar / n_nocovar = 1 + 1.62
   log10(N) for a bin of N spaxels (Law et al. 2016, sec. 9.3 and eq. 16);
@@ -31,6 +32,18 @@ default ``snr_at_re = 15`` per spaxel is an order of magnitude: MaNGA reaches
 S/N ~ 5-10 per angstrom per fibre at 1.5 r_e (Bundy et al. 2015, sec. 5), so
 outer spaxels need binning, as in the real data. Errors on age and metallicity
 are fractional, ``*_error`` at S/N = 10 and scaling as 1/(S/N).
+
+``size_matched = true`` imitates MaNGA's selection instead of drawing the
+redshift independently of size: MaNGA picks, per luminosity, the redshift
+range in which ``coverage_re`` r_e fills a bundle (Wake et al. 2017, sec. 3),
+so a large galaxy sits far away and a small one nearby, and every footprint
+is large enough by construction. Here each galaxy draws a bundle with the
+survey's per-plate allocation (:data:`BUNDLE_ALLOCATION`: 2 x 19, 4 x 37,
+4 x 61, 2 x 91 and 5 x 127 fibres of the 17 science bundles; Drory et al.
+2015) and is put at the redshift where that bundle's radius is exactly
+``coverage_re`` r_e, clipped to the ``[lo, hi]`` redshift range (galaxies too
+small or too large for every bundle in that range are then covered more or
+less far, as the survey's own outliers are).
 
 Example:
     >>> cfg = ObserveConfig.from_dict({"redshift": [0.01, 0.15], "psf_fwhm_arcsec": 0})
@@ -49,7 +62,7 @@ from typing import Any
 
 from sbi_exsitu.errors import ObservationError
 
-__all__ = ["BUNDLES", "ObserveConfig"]
+__all__ = ["BUNDLES", "BUNDLE_ALLOCATION", "ObserveConfig"]
 
 #: MaNGA's hexagonal fibre bundles: (fibres, full width across in arcsec).
 BUNDLES: tuple[tuple[int, float], ...] = (
@@ -59,6 +72,9 @@ BUNDLES: tuple[tuple[int, float], ...] = (
     (91, 27.5),
     (127, 32.5),
 )
+#: Bundles of each size on one MaNGA plate, in :data:`BUNDLES` order (17 in all;
+#: Drory et al. 2015): the weights of the size-matched bundle draw.
+BUNDLE_ALLOCATION: tuple[int, ...] = (2, 4, 4, 2, 5)
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,10 @@ class ObserveConfig:
 
     Attributes:
         redshift: one redshift for every galaxy, or ``(lo, hi)`` to draw each
-            galaxy's uniformly.
+            galaxy's uniformly (with ``size_matched``: the range to clip to).
+        size_matched: choose each galaxy's redshift so that a bundle drawn
+            as MaNGA allocates them covers exactly ``coverage_re`` r_e
+            (module docstring; needs a ``(lo, hi)`` redshift and a coverage).
         spaxel_arcsec: spaxel side.
         psf_fwhm_arcsec: Gaussian PSF FWHM (None or 0 = off).
         coverage_re: radius in r_e the bundle must reach; the smallest of
@@ -87,6 +106,7 @@ class ObserveConfig:
     """
 
     redshift: float | tuple[float, float] = 0.03
+    size_matched: bool = False
     spaxel_arcsec: float = field(default=0.5, metadata={"gt": 0})
     psf_fwhm_arcsec: float | None = 2.5
     coverage_re: float | None = 1.5
@@ -126,6 +146,14 @@ class ObserveConfig:
                 f"observe config: 'redshift' is {self.redshift!r}, expected a "
                 "number or [lo, hi] with 0.001 <= lo < hi <= 2 (MaNGA: 0.01-0.15)"
             )
+        if self.size_matched and (
+            not isinstance(self.redshift, tuple) or self.coverage_re is None
+        ):
+            raise ObservationError(
+                "observe config: 'size_matched' puts each galaxy where a bundle "
+                "covers 'coverage_re' r_e, clipped to a redshift range; set "
+                "redshift = [lo, hi] (MaNGA: [0.01, 0.15]) and coverage_re"
+            )
         if self.target_snr is not None and self.snr_at_re is None:
             raise ObservationError(
                 "observe config: 'target_snr' bins to a S/N, but 'snr_at_re' is "
@@ -137,6 +165,9 @@ class ObserveConfig:
         out = dataclasses.asdict(self)
         if isinstance(out["redshift"], tuple):
             out["redshift"] = list(out["redshift"])
+        if not out["size_matched"]:
+            # Absent when off, so configs stored before the switch keep their JSON.
+            del out["size_matched"]
         return out
 
     def to_json(self) -> str:
@@ -175,4 +206,6 @@ class ObserveConfig:
     def diff(self, other: ObserveConfig) -> list[str]:
         """Human-readable differences, e.g. ``["psf_fwhm_arcsec: 2.5 != None"]``."""
         a, b = self.to_dict(), other.to_dict()
+        for d in (a, b):
+            d.setdefault("size_matched", False)
         return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]

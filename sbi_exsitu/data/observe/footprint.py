@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from sbi_exsitu.data.observe.config import BUNDLES
+from sbi_exsitu.data.observe.distance import kpc_per_arcsec
 
-__all__ = ["choose_bundle", "hexagon_mask"]
+__all__ = ["choose_bundle", "hexagon_mask", "matched_redshift"]
 
 
 def choose_bundle(r_e_arcsec: float, coverage_re: float) -> tuple[int, float]:
@@ -52,3 +53,25 @@ def hexagon_mask(
     r = 0.5 * across
     # Flat top and bottom at r * sqrt(3) / 2, slanted sides through the corners.
     return (y <= r * np.sqrt(3) / 2) & (y <= np.sqrt(3) * (r - x))
+
+
+def matched_redshift(
+    r_e_kpc: float, coverage_re: float, across: float, lo: float, hi: float
+) -> float:
+    """The redshift in ``[lo, hi]`` where a bundle ``across`` arcsec wide reaches
+    ``coverage_re`` r_e: MaNGA's size-matched selection (Wake et al. 2017, sec. 3).
+
+    Clipped to the range when no redshift in it matches (the galaxy is then
+    covered more or less far than asked).
+
+    Example:
+        >>> z = matched_redshift(5.0, 1.5, 32.5, 0.01, 0.15)  # 7.5 kpc / 16.25"
+        >>> round(float(kpc_per_arcsec(z)), 3)
+        0.462
+    """
+    # 1e-4 past the exact match (more than the interpolation's ~1e-7 error),
+    # so that choose_bundle (>=) picks this bundle and not the next one.
+    want = coverage_re * r_e_kpc / (0.5 * across) * (1.0 + 1e-4)
+    z = np.geomspace(lo, hi, 2049)
+    scale = kpc_per_arcsec(z)  # increasing below z ~ 1.6, so invertible here
+    return float(np.interp(want, scale, z, left=lo, right=hi))

@@ -52,9 +52,13 @@ from scipy import ndimage
 from sbi_exsitu.data.cameras import polyhedron_vertices
 from sbi_exsitu.data.exsitu_target import smoothed_exsitu_fraction
 from sbi_exsitu.data.observe.binning import bin_spaxels, binned_snr
-from sbi_exsitu.data.observe.config import ObserveConfig
+from sbi_exsitu.data.observe.config import BUNDLE_ALLOCATION, BUNDLES, ObserveConfig
 from sbi_exsitu.data.observe.distance import kpc_per_arcsec
-from sbi_exsitu.data.observe.footprint import choose_bundle, hexagon_mask
+from sbi_exsitu.data.observe.footprint import (
+    choose_bundle,
+    hexagon_mask,
+    matched_redshift,
+)
 from sbi_exsitu.data.observe.grid import to_posterior_grid
 from sbi_exsitu.data.observe.noise import correlated_noise, covariance_factor
 from sbi_exsitu.data.observe.spaxels import SpaxelMaps
@@ -64,10 +68,12 @@ from sbi_exsitu.data.render import (
     RenderConfig,
     RenderedViews,
     RenderError,
+    TooFewPixelsError,
     check_observed,
     pixel_statistics,
     preprocess,
 )
+from sbi_exsitu.errors import ObservationError
 from sbi_exsitu.seeding import derive_seed
 
 __all__ = [
@@ -80,13 +86,27 @@ __all__ = [
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 
-def galaxy_redshift(config: ObserveConfig, seed: int, galaxy: int) -> float:
-    """The redshift galaxy ``galaxy`` is observed at (fixed or drawn)."""
+def galaxy_redshift(
+    config: ObserveConfig, seed: int, galaxy: int, r_e_kpc: float | None = None
+) -> float:
+    """The redshift galaxy ``galaxy`` is observed at (fixed, drawn or size-matched).
+
+    ``r_e_kpc`` (the galaxy's half-mass radius) is needed with
+    ``config.size_matched``: a bundle is drawn with MaNGA's allocation and the
+    galaxy put where it reaches ``coverage_re`` r_e
+    (:func:`~sbi_exsitu.data.observe.footprint.matched_redshift`).
+    """
     if not isinstance(config.redshift, tuple):
         return config.redshift
     lo, hi = config.redshift
     rng = np.random.default_rng(derive_seed(seed, "redshift", galaxy))
-    return float(rng.uniform(lo, hi))
+    if not config.size_matched:
+        return float(rng.uniform(lo, hi))
+    if r_e_kpc is None:
+        raise ObservationError("size_matched redshifts need the galaxy's r_e_kpc")
+    weights = np.asarray(BUNDLE_ALLOCATION, dtype=np.float64)
+    across = BUNDLES[rng.choice(len(BUNDLES), p=weights / weights.sum())][1]
+    return matched_redshift(r_e_kpc, config.coverage_re, across, lo, hi)
 
 
 def _grid_size(
@@ -291,7 +311,7 @@ def observe_views(
         directions = polyhedron_vertices(int(directions))
     directions = np.atleast_2d(np.asarray(directions, dtype=np.float64))
     seed = seed if config.seed is None else config.seed
-    z = galaxy_redshift(config, seed, galaxy)
+    z = galaxy_redshift(config, seed, galaxy, particles.half_mass_radius)
     return [
         observe_view(
             particles,
@@ -314,6 +334,8 @@ def render_observed_views(
     seed: int,
     galaxy: int = 0,
     first_view: int = 0,
+    *,
+    skip_unobservable: bool = False,
 ) -> RenderedViews:
     """:func:`~sbi_exsitu.data.render.render_views` through the observation stage.
 
@@ -324,9 +346,22 @@ def render_observed_views(
     ``seed``, ``galaxy`` and ``first_view`` (the number of the first direction,
     for views rendered one at a time) seed each view as in :func:`observe_views`.
 
+    Args:
+        particles: the galaxy, centred.
+        render: the posterior's render config.
+        config: the observation.
+        directions: (V, 3) camera directions or a polyhedron vertex count.
+        seed: the dataset's seed.
+        galaxy: the galaxy's index, for the seeds.
+        skip_unobservable: leave out the views that keep fewer than
+            ``render.min_pixels`` valid pixels instead of raising; the result's
+            ``view_ids`` names the views kept (possibly none). Every view keeps
+            its own seed, so the kept views are the same maps either way.
+
     Raises:
-        RenderError: a setting observed maps cannot honour, or a view keeps
-            fewer than ``render.min_pixels`` valid pixels.
+        RenderError: a setting observed maps cannot honour.
+        TooFewPixelsError: without ``skip_unobservable``, a view keeps fewer
+            than ``render.min_pixels`` valid pixels.
     """
     check_observed(render)
     spaxels = observe_views(
@@ -339,17 +374,29 @@ def render_observed_views(
     maps = np.empty((v, render.n_channels, n, n), dtype=np.float32)
     exsitu = np.empty((v, n, n), dtype=np.float32)
     mask = np.empty((v, n, n), dtype=bool)
+    kept = np.ones(v, dtype=bool)
     for k, (d, sm) in enumerate(zip(directions, spaxels, strict=True)):
         stats, valid = to_posterior_grid(sm, render)
         try:
             maps[k], mask[k] = preprocess(stats, render, valid=valid)
+        except TooFewPixelsError as err:
+            if skip_unobservable:
+                kept[k] = False
+                continue
+            raise TooFewPixelsError(f"{sm.name}: {err}") from None
         except RenderError as err:
             raise RenderError(f"{sm.name}: {err}") from None
         if particles.ex_situ is None:
             exsitu[k] = np.nan
         else:
             exsitu[k] = _intrinsic_exsitu(particles, d, render, mask[k])
-    return RenderedViews(maps=maps, exsitu=exsitu, mask=mask, directions=directions)
+    return RenderedViews(
+        maps=maps[kept],
+        exsitu=exsitu[kept],
+        mask=mask[kept],
+        directions=directions[kept],
+        view_ids=np.flatnonzero(kept),
+    )
 
 
 def _intrinsic_exsitu(
