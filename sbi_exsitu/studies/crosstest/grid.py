@@ -49,8 +49,11 @@ class CrosstestSection:
         apertures: aperture diameters in half-mass radii (``None`` = no aperture).
         num_samples: posterior draws per test observation.
         alpha: misspecification flag threshold on the conformal p-value.
-        method: misspecification score, ``"knn"`` or ``"mmd"`` (the other one's
-            ROC AUC is reported alongside).
+        method: misspecification score, one of
+            :data:`~sbi_exsitu.evaluation.misspecification.METHODS` (``"flow"``,
+            the default of ``summarize``, on radial profiles of the maps; the
+            ``"mmd"`` score's ROC AUC is reported alongside, or ``"knn"``'s when
+            ``method`` is ``"mmd"``).
         max_reference: training maps in the detector's reference set.
         n_shuffle: permutations of sbi's set-level MMD test.
         highlight: ``(channels, aperture)`` pairs shown in the f_ex-M* and
@@ -66,7 +69,7 @@ class CrosstestSection:
     apertures: tuple[float | None, ...] = (4.0, 2.0, 1.0)
     num_samples: int = 500
     alpha: float = 0.05
-    method: str = "knn"
+    method: str = "flow"
     max_reference: int = 2000
     n_shuffle: int = 1000
     highlight: tuple[tuple[str, float | None], ...] = ()
@@ -145,8 +148,11 @@ class CrosstestSection:
             )
         if self.num_samples < 10 or not 0 < self.alpha < 1:
             raise ValueError("need num_samples >= 10 and 0 < alpha < 1")
-        if self.method not in ("mmd", "knn"):
-            raise ValueError(f"'method' is {self.method!r}, expected 'mmd' or 'knn'")
+        # Imported here: parsing a config must not load torch.
+        from sbi_exsitu.evaluation.misspecification import METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(f"'method' is {self.method!r}, expected one of {METHODS}")
         for c, a in self.highlight:
             if c not in self.channels or a not in self.apertures:
                 raise ValueError(f"highlight ({c!r}, {a}) is not a grid cell")
