@@ -173,7 +173,14 @@ def main() -> None:
         # resume=True reuses a complete file but refuses one simulated with other
         # model parameters (a stale dataset from older code); an existence check
         # silently benchmarked an old world.
-        simulate(_simulation(cfg), cfg.train_path, resume=True, progress=False)
+        from sbi_exsitu.errors import OutputBusyError
+
+        for _ in range(360):  # parallel invocations share one dataset: wait for it
+            try:
+                simulate(_simulation(cfg), cfg.train_path, resume=True, progress=False)
+                break
+            except OutputBusyError:
+                time.sleep(5)
     print(
         f"{'variant':<10}{'seed':>5}  {'verdict':<13}{'maxerr':>7}{'tol':>7}"
         f"{'min SBC p':>9}{'PIT z':>7}{'scatter':>9}{'bias':>9}{'fit_s':>8}"

@@ -206,3 +206,29 @@ def test_cli_simulate(tmp_path: Path) -> None:
     bad.write_text('[simulate]\nmodle = "tng-like"\n')
     result = runner.invoke(app, ["simulate", str(bad), "-o", str(tmp_path / "x.h5")])
     assert result.exit_code == 2 and "did you mean 'model'" in result.output.lower()
+
+
+def test_a_finished_dataset_is_reused_read_only(tmp_path) -> None:
+    # Parallel jobs sharing a training set: the reuse must neither rename nor lock
+    # the file (a resume of a finished file moves it to .partial while it runs).
+    import os
+
+    cfg = SimulationConfig.from_dict(
+        {
+            "simulate": {"n_galaxies": 2, "views": 4, "seed": 3},
+            "model": {"max_particles": 2000, "min_particles": 2000},
+            "render": {"resolution": 8, "min_pixels": 1},
+        }
+    )
+    out = simulate(cfg, tmp_path / "d.h5", progress=False)
+    before = os.stat(out)
+    with h5py.File(out, "r"):  # another reader holds it open
+        assert simulate(cfg, out, resume=True, progress=False) == out
+    after = os.stat(out)
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    other = SimulationConfig.from_dict(
+        {**cfg.to_dict(), "model": {"max_particles": 2000, "min_particles": 1999}}
+    )
+    with pytest.raises(DatasetError, match="differs"):
+        simulate(other, out, resume=True, progress=False)
+    assert out.exists() and not out.with_name(out.name + ".partial").exists()

@@ -212,21 +212,11 @@ class DatasetWriter:
                 f"{self.partial}: cannot reopen to resume ({err}); delete it or "
                 "pass overwrite"
             ) from None
-        check_schema(h5, self.partial)
-        stored = RenderConfig.from_json(h5.attrs["render_config"])
-        if stored != self.config:
+        try:
+            _check_stored(h5, self.partial, self.config, attrs)
+        except DatasetError:
             h5.close()
-            raise DatasetError(
-                f"{self.partial}: cannot resume, render config differs: "
-                + "; ".join(self.config.diff(stored))
-            )
-        for key, value in attrs.items():
-            if key in h5.attrs and h5.attrs[key] != value:
-                h5.close()
-                raise DatasetError(
-                    f"{self.partial}: cannot resume, attribute '{key}' differs from "
-                    "the stored one (different settings than the interrupted run)"
-                )
+            raise
         n_done = int(h5.attrs["n_complete"])
         names = ("maps", "exsitu", "mask", *(f"labels/{k}" for k in LABELS))
         names += tuple(f"labels/{k}" for k in OPTIONAL_LABELS if f"labels/{k}" in h5)
@@ -235,6 +225,26 @@ class DatasetWriter:
                 h5[name].resize(n_done, axis=0)
         truncate_skipped(h5)
         return h5
+
+    @staticmethod
+    def finished_galaxies(
+        path: str | Path, render_config: RenderConfig, attrs: Mapping[str, Any]
+    ) -> set[int]:
+        """Galaxy ids of a FINISHED file written with these settings, read-only.
+
+        What a resume would skip, without the rename and lock of a resume: a job
+        that reuses a finished dataset must not move it under other readers.
+
+        Raises:
+            DatasetError: the file's schema, render config or ``attrs`` (as passed
+                to the writer) differ from the stored ones.
+        """
+        attrs = {k: json.dumps(v, sort_keys=True) for k, v in attrs.items()}
+        with h5py.File(path, "r") as h5:
+            _check_stored(h5, Path(path), render_config, attrs)
+            n = int(h5.attrs["n_complete"])
+            ids = np.union1d(h5["labels/galaxy_id"][:n], read_skipped(h5)[:, 0])
+        return set(ids.tolist())
 
     def completed_galaxies(self) -> set[int]:
         """Galaxy ids already written in full (dropped ones too: all views skipped)."""
@@ -342,3 +352,22 @@ class DatasetWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # On error keep the partial file: it is what --resume continues from.
         self.close(finalize=exc_type is None)
+
+
+def _check_stored(
+    h5: h5py.File, path: Path, config: RenderConfig, attrs: Mapping[str, str]
+) -> None:
+    """Refuse to continue ``h5`` with another schema, render config or settings."""
+    check_schema(h5, path)
+    stored = RenderConfig.from_json(h5.attrs["render_config"])
+    if stored != config:
+        raise DatasetError(
+            f"{path}: cannot resume, render config differs: "
+            + "; ".join(config.diff(stored))
+        )
+    for key, value in attrs.items():
+        if key in h5.attrs and h5.attrs[key] != value:
+            raise DatasetError(
+                f"{path}: cannot resume, attribute '{key}' differs from the stored "
+                "one (different settings than the interrupted run)"
+            )
