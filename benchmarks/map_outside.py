@@ -16,6 +16,7 @@ compares with the f_ex label, as bias / scatter / RMSE:
 Usage::
 
     python benchmarks/map_outside.py configs/map-cvae-64.toml [--threads 1]
+        [--run RUN] [--scalar-run RUN] [--all-test]
 
 Progress goes to stderr; the last line of stdout is one JSON object.
 """
@@ -67,15 +68,23 @@ def main() -> None:
     ap.add_argument("config", type=Path)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=30, help="head epochs (max)")
+    ap.add_argument("--run", type=Path, default=None, help="default: CONFIG's")
+    ap.add_argument("--scalar-run", type=Path, default=None)
+    ap.add_argument(
+        "--all-test", action="store_true", help="every test view, not the subset"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = ExperimentConfig.from_toml(args.config)
-    run = RunDirectory(cfg.run_dir)
-    post = load_posterior(cfg.run_dir)
+    run_dir = args.run or cfg.run_dir
+    run = RunDirectory(run_dir)
+    post = load_posterior(run_dir)
     dataset = MapDataset(cfg.train_path)
     splits = run.read_splits()
     metrics = json.loads(run.metrics_file.read_text())
     idx = np.asarray(metrics["test"]["indices"], dtype=np.int64)
+    if args.all_test:
+        idx = np.asarray(splits["test"], dtype=np.int64)
 
     p = cfg.posterior
     x0 = dataset.maps(idx[:1])
@@ -112,14 +121,15 @@ def main() -> None:
     f_true = implied_fex(y[:, None], w)[:, 0]
     with torch.inference_mode():
         head_mean = head.eval()(torch.from_numpy(x))[0].numpy()
-    scalar_run = cfg.run_dir.parent / (cfg.run.name + "-scalar")
+    scalar_run = args.scalar_run or run_dir.parent / (run_dir.name + "-scalar")
     scalar = load_posterior(scalar_run)
     sc = np.median(scalar.sample(x, 1000, seed=cfg.run.seed)[..., 0], axis=1)
     sc_scatter = _scatter(sc, labels)
     gal = _scatter(np.median(f_gal, axis=1), labels)
     out = {
         "config": str(args.config),
-        "run": str(cfg.run_dir),
+        "run": str(run_dir),
+        "scalar_run": str(scalar_run),
         "n_eval": len(idx),
         "head_epochs": len(history["val_loss"]),
         "head_train_seconds": train_s,
