@@ -16,7 +16,7 @@ compares with the f_ex label, as bias / scatter / RMSE:
 Usage::
 
     python benchmarks/map_outside.py configs/map-cvae-64.toml [--threads 1]
-        [--run RUN] [--scalar-run RUN] [--all-test]
+        [--run RUN] [--scalar-run RUN] [--all-test] [--seed S]
 
 Progress goes to stderr; the last line of stdout is one JSON object.
 """
@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30, help="head epochs (max)")
     ap.add_argument("--run", type=Path, default=None, help="default: CONFIG's")
     ap.add_argument("--scalar-run", type=Path, default=None)
+    ap.add_argument("--seed", type=int, default=None, help="head seed (run seed)")
     ap.add_argument(
         "--all-test", action="store_true", help="every test view, not the subset"
     )
@@ -87,8 +88,9 @@ def main() -> None:
         idx = np.asarray(splits["test"], dtype=np.int64)
 
     p = cfg.posterior
+    seed = cfg.run.seed if args.seed is None else args.seed
     x0 = dataset.maps(idx[:1])
-    torch.manual_seed(cfg.run.seed)
+    torch.manual_seed(seed)
     emb = build_embedding(
         p.embedding,
         in_channels=x0.shape[1],
@@ -106,7 +108,7 @@ def main() -> None:
         np.asarray(splits["validation"]),
         head,
         dataclasses.replace(cfg.training, max_epochs=args.epochs),
-        seed=cfg.run.seed,
+        seed=seed,
         augment=cfg.training.augment == "d4",
         progress=sys.stderr.isatty(),
     )
@@ -131,6 +133,7 @@ def main() -> None:
         "run": str(run_dir),
         "scalar_run": str(scalar_run),
         "n_eval": len(idx),
+        "head_seed": seed,
         "head_epochs": len(history["val_loss"]),
         "head_train_seconds": train_s,
         "map_in_mask_vs_label": _scatter(np.median(f_in, axis=1), labels),
