@@ -369,5 +369,6 @@ def _check_stored(
         if key in h5.attrs and h5.attrs[key] != value:
             raise DatasetError(
                 f"{path}: cannot resume, attribute '{key}' differs from the stored "
-                "one (different settings than the interrupted run)"
+                "one (written with other settings or by an older version); delete "
+                "it, pass overwrite (--overwrite), or write to another path"
             )
