@@ -39,15 +39,7 @@ import torch  # noqa: E402
 
 from sbi_exsitu.config.experiment import ExperimentConfig  # noqa: E402
 from sbi_exsitu.data.dataset import MapDataset  # noqa: E402
-
-
-def _scatter(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    d = pred - truth
-    return {
-        "bias": float(d.mean()),
-        "scatter": float(d.std()),
-        "rmse": float(np.sqrt(np.mean(d**2))),
-    }
+from sbi_exsitu.evaluation.accuracy import point_metrics  # noqa: E402
 
 
 def _coverage_error(draws: np.ndarray, truth: np.ndarray, level: float) -> float:
@@ -126,8 +118,8 @@ def main() -> None:
     scalar_run = args.scalar_run or run_dir.parent / (run_dir.name + "-scalar")
     scalar = load_posterior(scalar_run)
     sc = np.median(scalar.sample(x, 1000, seed=cfg.run.seed)[..., 0], axis=1)
-    sc_scatter = _scatter(sc, labels)
-    gal = _scatter(np.median(f_gal, axis=1), labels)
+    sc_scatter = point_metrics(sc, labels)
+    gal = point_metrics(np.median(f_gal, axis=1), labels)
     out = {
         "config": str(args.config),
         "run": str(run_dir),
@@ -136,12 +128,12 @@ def main() -> None:
         "head_seed": seed,
         "head_epochs": len(history["val_loss"]),
         "head_train_seconds": train_s,
-        "map_in_mask_vs_label": _scatter(np.median(f_in, axis=1), labels),
+        "map_in_mask_vs_label": point_metrics(np.median(f_in, axis=1), labels),
         "map_galaxy_vs_label": gal,
         "galaxy_coverage_error_68": _coverage_error(f_gal, labels, 0.68),
         "galaxy_coverage_error_95": _coverage_error(f_gal, labels, 0.95),
-        "true_map_vs_label": _scatter(f_true, labels),
-        "true_map_plus_head_vs_label": _scatter(f_true + head_mean, labels),
+        "true_map_vs_label": point_metrics(f_true, labels),
+        "true_map_plus_head_vs_label": point_metrics(f_true + head_mean, labels),
         "scalar_vs_label": sc_scatter,
         "galaxy_scatter_over_scalar": gal["scatter"] / sc_scatter["scatter"],
     }

@@ -49,15 +49,7 @@ import torch  # noqa: E402
 
 from sbi_exsitu.config.experiment import ExperimentConfig  # noqa: E402
 from sbi_exsitu.data.dataset import MapDataset  # noqa: E402
-
-
-def _scatter(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    d = pred - truth
-    return {
-        "bias": float(d.mean()),
-        "scatter": float(d.std()),
-        "rmse": float(np.sqrt(np.mean(d**2))),
-    }
+from sbi_exsitu.evaluation.accuracy import point_metrics  # noqa: E402
 
 
 def _variant(cfg: ExperimentConfig, name: str, **map_overrides: Any):
@@ -115,7 +107,9 @@ def _model_report(
         "fex_sbc_pvalue": joint.get("fex_sbc", {}).get("pvalue"),
         "n_galaxies": joint.get("n_galaxies"),
         "noise_rho": getattr(post, "noise_rho", 0.0),
-        "implied_fex_vs_label": _scatter(summ.f_ex_median, dataset.labels["f_ex"][idx]),
+        "implied_fex_vs_label": point_metrics(
+            summ.f_ex_median, dataset.labels["f_ex"][idx]
+        ),
         "true_map_fex_vs_label": test["f_ex"].get("true_map_vs_label"),
         "train_seconds": metrics["train_seconds"],
         "sampling_ms_per_galaxy_100": _sampling_ms(post, maps, mask),
@@ -194,7 +188,7 @@ def main() -> None:
     scalar_wall = time.perf_counter() - t1
     sc_med = np.median(draws, axis=1)
     sc_lo, sc_hi = np.quantile(draws, [0.16, 0.84], axis=1)
-    scalar_scatter = _scatter(sc_med, labels)
+    scalar_scatter = point_metrics(sc_med, labels)
     for rep in runs.values():
         summ = rep.pop("_summary")
         half = 0.5 * (summ.f_ex_hdi68[:, 1] - summ.f_ex_hdi68[:, 0])

@@ -126,7 +126,7 @@ def test_dropped_galaxies_move_no_other_galaxy_to_another_split(full: Path) -> N
 
 
 def test_too_many_skips_fail_early_and_resume_with_a_higher_threshold(
-    full: Path, tmp_path: Path, min_pixels: int
+    full: Path, tmp_path: Path, min_pixels: int, assert_same_h5
 ) -> None:
     out = tmp_path / "d.h5"
     with pytest.raises(SimulationError) as err:
@@ -141,11 +141,15 @@ def test_too_many_skips_fail_early_and_resume_with_a_higher_threshold(
     assert done and len(done) < N_GALAXIES  # stopped before the end
     cfg = _config(min_pixels, max_skipped_fraction=0.9)
     simulate(cfg, out, resume=True, progress=False)
-    _assert_same_file(full, out)
+    assert_same_h5(full, out)
 
 
 def test_resume_after_interruption_keeps_the_skip_records(
-    full: Path, tmp_path: Path, min_pixels: int, monkeypatch: pytest.MonkeyPatch
+    full: Path,
+    tmp_path: Path,
+    min_pixels: int,
+    monkeypatch: pytest.MonkeyPatch,
+    assert_same_h5,
 ) -> None:
     real = sim._simulate_galaxy
 
@@ -166,7 +170,7 @@ def test_resume_after_interruption_keeps_the_skip_records(
     )
     simulate(cfg, out, resume=True, progress=False)
     assert calls == [N_GALAXIES - 1]  # dropped galaxies are not redone
-    _assert_same_file(full, out)
+    assert_same_h5(full, out)
 
 
 def test_idealised_too_few_pixels_is_still_an_error(tmp_path: Path) -> None:
@@ -227,28 +231,6 @@ def test_size_matched_redshift_fits_the_drawn_bundle() -> None:
         assert len(bundles) > 1  # bundles are drawn, not always the largest
     with pytest.raises(ObservationError, match="size_matched"):
         ObserveConfig(redshift=0.03, size_matched=True)
-
-
-def _assert_same_file(a: Path, b: Path) -> None:
-    """Every dataset and attribute equal (as tests/test_simulate.py checks)."""
-
-    def contents(path: Path) -> dict:
-        out: dict = {}
-        with h5py.File(path, "r") as h5:
-            h5.visititems(
-                lambda name, obj: (
-                    out.__setitem__(name, obj[()])
-                    if isinstance(obj, h5py.Dataset)
-                    else None
-                )
-            )
-            out.update({f"@{k}": v for k, v in h5.attrs.items()})
-        return out
-
-    ca, cb = contents(a), contents(b)
-    assert ca.keys() == cb.keys()
-    for key in ca:
-        np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
 
 
 def test_size_matched_from_toml_and_through_simulate(tmp_path: Path) -> None:

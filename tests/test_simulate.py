@@ -28,28 +28,6 @@ def _config(**simulate_overrides) -> SimulationConfig:
     return SimulationConfig.from_dict(doc, where="test.toml")
 
 
-def _contents(path: Path) -> dict[str, np.ndarray]:
-    """Every dataset and attribute of an HDF5 file, for exact comparison."""
-    out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as h5:
-        h5.visititems(
-            lambda name, obj: (
-                out.__setitem__(name, obj[()])
-                if isinstance(obj, h5py.Dataset)
-                else None
-            )
-        )
-        out.update({f"@{k}": v for k, v in h5.attrs.items()})
-    return out
-
-
-def _assert_same_file(a: Path, b: Path) -> None:
-    ca, cb = _contents(a), _contents(b)
-    assert ca.keys() == cb.keys()
-    for key in ca:
-        np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
-
-
 @pytest.fixture(scope="module")
 def serial_file(tmp_path_factory) -> Path:
     return simulate(
@@ -89,13 +67,15 @@ def test_fixed_views(tmp_path: Path) -> None:
         assert len(ds) == 12 and list(ds.labels["view_id"][:6]) == list(range(6))
 
 
-def test_workers_give_identical_file(serial_file: Path, tmp_path: Path) -> None:
+def test_workers_give_identical_file(
+    serial_file: Path, tmp_path: Path, assert_same_h5
+) -> None:
     out = simulate(_config(), tmp_path / "d.h5", workers=2, progress=False)
-    _assert_same_file(serial_file, out)
+    assert_same_h5(serial_file, out)
 
 
 def test_dask_local_cluster_gives_identical_file(
-    serial_file: Path, tmp_path: Path
+    serial_file: Path, tmp_path: Path, assert_same_h5
 ) -> None:
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
@@ -107,11 +87,11 @@ def test_dask_local_cluster_gives_identical_file(
             scheduler=cluster.scheduler_address,
             progress=False,
         )
-    _assert_same_file(serial_file, out)
+    assert_same_h5(serial_file, out)
 
 
 def test_resume_after_interruption_gives_identical_file(
-    serial_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serial_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, assert_same_h5
 ) -> None:
     real = sim._simulate_galaxy
 
@@ -132,17 +112,17 @@ def test_resume_after_interruption_gives_identical_file(
     with pytest.raises(DatasetError, match="resume"):
         simulate(_config(), out, progress=False)
     simulate(_config(), out, resume=True, progress=False)
-    _assert_same_file(serial_file, out)
+    assert_same_h5(serial_file, out)
 
 
 def test_resume_can_extend_and_refuses_other_settings(
-    serial_file: Path, tmp_path: Path
+    serial_file: Path, tmp_path: Path, assert_same_h5
 ) -> None:
     out = simulate(_config(n_galaxies=2), tmp_path / "d.h5", progress=False)
     with pytest.raises(DatasetError, match="differs"):
         simulate(_config(seed=4), out, resume=True, progress=False)
     simulate(_config(n_galaxies=5), out, resume=True, progress=False)
-    _assert_same_file(serial_file, out)
+    assert_same_h5(serial_file, out)
 
 
 def test_existing_output_is_never_overwritten_silently(tmp_path: Path) -> None:
