@@ -95,32 +95,3 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory):
     cfg = toy_experiment(tmp, data)
     result = fit(cfg, progress=False, num_eval_samples=200)
     return tmp, data, result
-
-
-def _h5_contents(path: Path) -> dict[str, np.ndarray]:
-    import h5py
-
-    out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as h5:
-        h5.visititems(
-            lambda name, obj: (
-                out.__setitem__(name, obj[()])
-                if isinstance(obj, h5py.Dataset)
-                else None
-            )
-        )
-        out.update({f"@{k}": v for k, v in h5.attrs.items()})
-    return out
-
-
-def _assert_same_h5(a: Path, b: Path) -> None:
-    ca, cb = _h5_contents(a), _h5_contents(b)
-    assert ca.keys() == cb.keys()
-    for key in ca:
-        np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
-
-
-@pytest.fixture
-def assert_same_h5():
-    """``f(a, b)``: assert two HDF5 files hold equal datasets and attributes."""
-    return _assert_same_h5

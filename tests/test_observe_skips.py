@@ -20,6 +20,7 @@ from sbi_exsitu.data.simulate import SimulationConfig, draw_galaxy, simulate
 from sbi_exsitu.data.skips import SKIPPED, keep_mask
 from sbi_exsitu.data.splits import split_by_galaxy
 from sbi_exsitu.errors import ObservationError, SimulationError
+from tests._h5 import assert_same_h5
 
 N_GALAXIES, N_VIEWS = 6, 4
 
@@ -126,7 +127,7 @@ def test_dropped_galaxies_move_no_other_galaxy_to_another_split(full: Path) -> N
 
 
 def test_too_many_skips_fail_early_and_resume_with_a_higher_threshold(
-    full: Path, tmp_path: Path, min_pixels: int, assert_same_h5
+    full: Path, tmp_path: Path, min_pixels: int
 ) -> None:
     out = tmp_path / "d.h5"
     with pytest.raises(SimulationError) as err:
@@ -149,7 +150,6 @@ def test_resume_after_interruption_keeps_the_skip_records(
     tmp_path: Path,
     min_pixels: int,
     monkeypatch: pytest.MonkeyPatch,
-    assert_same_h5,
 ) -> None:
     real = sim._simulate_galaxy
 

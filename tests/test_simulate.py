@@ -14,6 +14,7 @@ from sbi_exsitu.cli import app
 from sbi_exsitu.data.dataset import OPTIONAL_LABELS, DatasetError, MapDataset
 from sbi_exsitu.data.simulate import SimulationConfig, simulate, views_for_fex
 from sbi_exsitu.schema import ConfigError
+from tests._h5 import assert_same_h5
 
 SMALL = {
     "simulate": {"model": "tng-like", "n_galaxies": 5, "seed": 3},
@@ -67,15 +68,13 @@ def test_fixed_views(tmp_path: Path) -> None:
         assert len(ds) == 12 and list(ds.labels["view_id"][:6]) == list(range(6))
 
 
-def test_workers_give_identical_file(
-    serial_file: Path, tmp_path: Path, assert_same_h5
-) -> None:
+def test_workers_give_identical_file(serial_file: Path, tmp_path: Path) -> None:
     out = simulate(_config(), tmp_path / "d.h5", workers=2, progress=False)
     assert_same_h5(serial_file, out)
 
 
 def test_dask_local_cluster_gives_identical_file(
-    serial_file: Path, tmp_path: Path, assert_same_h5
+    serial_file: Path, tmp_path: Path
 ) -> None:
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
@@ -91,7 +90,7 @@ def test_dask_local_cluster_gives_identical_file(
 
 
 def test_resume_after_interruption_gives_identical_file(
-    serial_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, assert_same_h5
+    serial_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = sim._simulate_galaxy
 
@@ -116,7 +115,7 @@ def test_resume_after_interruption_gives_identical_file(
 
 
 def test_resume_can_extend_and_refuses_other_settings(
-    serial_file: Path, tmp_path: Path, assert_same_h5
+    serial_file: Path, tmp_path: Path
 ) -> None:
     out = simulate(_config(n_galaxies=2), tmp_path / "d.h5", progress=False)
     with pytest.raises(DatasetError, match="differs"):

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import sbi_exsitu.data.galaxy_views as gv
 import sbi_exsitu.data.simulate as sim
 from sbi_exsitu.data.dataset import DatasetError, MapDataset
 from sbi_exsitu.data.particles import Particles, ParticlesError, subsample
 from sbi_exsitu.data.render import render_views
 from sbi_exsitu.data.simulate import SimulationConfig, simulate
 from sbi_exsitu.schema import ConfigError
-from tests.test_simulate import _assert_same_file, _contents
+from tests._h5 import assert_same_h5, h5_contents
 
 N_PARTICLES = 3000
 SMALL = {
@@ -68,7 +69,7 @@ def test_off_is_the_default_and_leaves_the_attributes_alone(tmp_path: Path) -> N
     assert "particle_subsample" not in _config().to_dict()["simulate"]
     a = simulate(_config(), tmp_path / "a.h5", progress=False)
     b = simulate(_config(particle_subsample=False), tmp_path / "b.h5", progress=False)
-    _assert_same_file(a, b)
+    assert_same_h5(a, b)
 
 
 def test_off_renders_every_view_from_the_full_galaxy(tmp_path: Path) -> None:
@@ -83,14 +84,14 @@ def test_off_renders_every_view_from_the_full_galaxy(tmp_path: Path) -> None:
 def augmented(tmp_path_factory) -> tuple[Path, list[Particles]]:
     """An augmented dataset and the particle subsets each of its views used."""
     seen: list[Particles] = []
-    real = sim.subsample
+    real = gv.subsample
 
     def spy(p, n_keep, seed):
         seen.append(real(p, n_keep, seed))
         return seen[-1]
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(sim, "subsample", spy)
+    mp.setattr(gv, "subsample", spy)
     try:
         out = simulate(
             _config(particle_subsample=[0.25, 1.0]),
@@ -119,7 +120,7 @@ def test_labels_are_the_full_galaxy_and_maps_are_the_subsets(
 ) -> None:
     out, seen = augmented
     full = simulate(_config(), tmp_path / "full.h5", progress=False)
-    a, b = _contents(out), _contents(full)
+    a, b = h5_contents(out), h5_contents(full)
     for key in ("galaxy_id", "view_id", "f_ex", "log_mstar", "half_mass_radius"):
         np.testing.assert_array_equal(a[f"labels/{key}"], b[f"labels/{key}"])
     assert not np.array_equal(a["maps"], b["maps"])
@@ -130,7 +131,7 @@ def test_labels_are_the_full_galaxy_and_maps_are_the_subsets(
         for k in range(6):
             sub = seen[6 * g + k]
             assert sub.total_mass == pytest.approx(p.total_mass, rel=1e-12)
-            one = render_views(sub, cfg.render, sim.polyhedron_vertices(6)[k : k + 1])
+            one = render_views(sub, cfg.render, gv.polyhedron_vertices(6)[k : k + 1])
             np.testing.assert_array_equal(maps[6 * g + k], one.maps[0])
             # The ex-situ target is the view's own subset, like its maps.
             np.testing.assert_array_equal(exsitu[6 * g + k], one.exsitu[0])
@@ -144,13 +145,13 @@ def test_augmented_is_reproducible_across_workers(augmented, tmp_path: Path) -> 
         workers=2,
         progress=False,
     )
-    _assert_same_file(out, again)
+    assert_same_h5(out, again)
     other = simulate(
         _config(particle_subsample=[0.25, 1.0], seed=4),
         tmp_path / "e.h5",
         progress=False,
     )
-    assert not np.array_equal(_contents(out)["maps"], _contents(other)["maps"])
+    assert not np.array_equal(h5_contents(out)["maps"], h5_contents(other)["maps"])
 
 
 def test_resume_refuses_another_subsample_range(tmp_path: Path) -> None:
@@ -174,7 +175,7 @@ def test_observed_views_keep_their_noise_streams(tmp_path: Path) -> None:
         tmp_path / "b.h5",
         progress=False,
     )
-    ca, cb = _contents(a), _contents(b)
+    ca, cb = h5_contents(a), h5_contents(b)
     for key in ("maps", "mask", "exsitu"):
         np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
 
