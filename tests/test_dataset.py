@@ -287,3 +287,20 @@ def test_assembly_labels_are_written_and_optional_on_read(tmp_path) -> None:
             del h5[f"labels/{key}"]
     with MapDataset(out) as ds:
         assert len(ds) == 2 and "last_major_mu" not in ds.labels
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "", "modèle"])
+def test_a_model_name_that_cannot_be_stored_is_refused(tmp_path, name) -> None:
+    cfg = RenderConfig(resolution=8, channels=("mass",), min_pixels=1)
+    views = RenderedViews(
+        maps=np.zeros((1, 1, 8, 8), np.float32),
+        exsitu=np.zeros((1, 8, 8), np.float32),
+        mask=np.ones((1, 8, 8), bool),
+        directions=np.eye(3)[:1],
+    )
+    with DatasetWriter(tmp_path / "d.h5", cfg) as writer:
+        with pytest.raises(DatasetError, match="1-64 ASCII characters"):
+            writer.add_galaxy(
+                views, galaxy_id=0, f_ex=0.1, log_mstar=10.0,
+                half_mass_radius=1.0, model=name,
+            )  # fmt: skip

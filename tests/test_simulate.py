@@ -211,3 +211,34 @@ def test_a_finished_dataset_is_reused_read_only(tmp_path) -> None:
     with pytest.raises(DatasetError, match="differs"):
         simulate(other, out, resume=True, progress=False)
     assert out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def test_a_file_with_variable_length_model_labels_still_resumes(tmp_path) -> None:
+    # Files written before the fixed-length "model" label (a SIGKILL could corrupt
+    # the variable-length strings' heap) keep their dtype when extended.
+    def cfg(n: int) -> SimulationConfig:
+        return SimulationConfig.from_dict(
+            {
+                "simulate": {"n_galaxies": n, "views": 4, "seed": 3},
+                "model": {"max_particles": 2000, "min_particles": 2000},
+                "render": {"resolution": 8, "min_pixels": 1},
+            }
+        )
+
+    out = simulate(cfg(2), tmp_path / "d.h5", progress=False)
+    with h5py.File(out, "a") as h5:
+        names = h5["labels/model"][:]
+        del h5["labels/model"]
+        h5.create_dataset(
+            "labels/model",
+            data=names.astype(object),
+            dtype=h5py.string_dtype(),
+            maxshape=(None,),
+            chunks=(4096,),
+        )
+    simulate(cfg(3), out, resume=True, progress=False)
+    with MapDataset(out) as ds:
+        assert set(ds.labels["model"].tolist()) == {"tng-like"}
+        assert sorted(set(ds.labels["galaxy_id"].tolist())) == [0, 1, 2]
+    with h5py.File(out, "r") as h5:
+        assert h5["labels/model"].dtype.kind == "O"

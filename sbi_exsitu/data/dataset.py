@@ -299,7 +299,7 @@ class DatasetWriter:
                 if views.view_ids is not None
                 else range(v)
             ),
-            "model": np.array([model] * v, dtype=object),
+            "model": np.array([_model_bytes(model, self.path)] * v),
             "half_mass_radius": np.full(v, half_mass_radius, np.float64),
         }
         assembly = dict(assembly or {})
@@ -372,3 +372,17 @@ def _check_stored(
                 "one (written with other settings or by an older version); delete "
                 "it, pass overwrite (--overwrite), or write to another path"
             )
+
+
+def _model_bytes(model: str, path: Path) -> bytes:
+    """The formation-model label as stored: ASCII, at most 64 bytes."""
+    try:
+        raw = str(model).encode("ascii")
+    except UnicodeEncodeError:
+        raw = b""
+    if not raw or len(raw) > 64:
+        raise DatasetError(
+            f"{path}: formation-model name {model!r} cannot be stored; expected "
+            "1-64 ASCII characters (rename the model)"
+        )
+    return raw

@@ -40,7 +40,12 @@ _LABEL_DTYPES = {
     "log_mstar": np.float64,
     "galaxy_id": np.int64,
     "view_id": np.int16,
-    "model": h5py.string_dtype(),
+    # Fixed length, not h5py.string_dtype(): variable-length strings live in the
+    # file's global heap, which a SIGKILL mid-write can leave corrupt ("bad heap
+    # index" on resume); fixed-length bytes are plain chunk data that the
+    # resume's truncation to n_complete repairs. Files written with the old
+    # variable-length dtype still read and resume.
+    "model": "S64",
     "half_mass_radius": np.float64,
 }
 
