@@ -242,14 +242,11 @@ class DatasetWriter:
         attrs = {k: json.dumps(v, sort_keys=True) for k, v in attrs.items()}
         with h5py.File(path, "r") as h5:
             _check_stored(h5, Path(path), render_config, attrs)
-            n = int(h5.attrs["n_complete"])
-            ids = np.union1d(h5["labels/galaxy_id"][:n], read_skipped(h5)[:, 0])
-        return set(ids.tolist())
+            return _galaxies_done(h5)
 
     def completed_galaxies(self) -> set[int]:
         """Galaxy ids already written in full (dropped ones too: all views skipped)."""
-        ids = np.union1d(self._h5["labels/galaxy_id"][:], read_skipped(self._h5)[:, 0])
-        return set(ids.tolist())
+        return _galaxies_done(self._h5)
 
     def skip_summary(self) -> SkipSummary:
         """The views skipped so far (:mod:`sbi_exsitu.data.skips`)."""
@@ -352,6 +349,12 @@ class DatasetWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # On error keep the partial file: it is what --resume continues from.
         self.close(finalize=exc_type is None)
+
+
+def _galaxies_done(h5: h5py.File) -> set[int]:
+    """Galaxy ids written in full, and those dropped (every view skipped)."""
+    n = int(h5.attrs["n_complete"])
+    return set(np.union1d(h5["labels/galaxy_id"][:n], read_skipped(h5)[:, 0]).tolist())
 
 
 def _check_stored(
