@@ -76,7 +76,9 @@ def test_cli_inspect_and_missing_file(two_models: list[Path], tmp_path: Path) ->
     runner = CliRunner()
     ok = runner.invoke(app, ["inspect", *map(str, two_models), "-o", str(tmp_path)])
     assert ok.exit_code == 0, ok.output
-    for name in ("example_maps.png", "fex_mstar.png", "ring_gradients.png"):
+    names = ("example_maps.png", "fex_mstar.png", "ring_gradients.png")
+    extra = ("exsitu_profile.png", "debris_tng-like.png", "debris_eagle-like.png")
+    for name in names + extra:
         png = (tmp_path / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
         assert f"wrote {tmp_path / name}" in ok.output

@@ -242,3 +242,30 @@ def test_a_file_with_variable_length_model_labels_still_resumes(tmp_path) -> Non
         assert sorted(set(ds.labels["galaxy_id"].tolist())) == [0, 1, 2]
     with h5py.File(out, "r") as h5:
         assert h5["labels/model"].dtype.kind == "O"
+
+
+def test_stored_simulation_redraws_exactly_under_later_defaults(tmp_path) -> None:
+    from sbi_exsitu.data.simulate import stored_simulation
+    from sbi_exsitu.schema import ConfigError
+
+    cfg = sim.SimulationConfig.from_dict(
+        {
+            "simulate": {"n_galaxies": 2, "seed": 4, "views": 4},
+            "model": {"max_particles": 3000, "debris_tracers": 256},
+            "render": {"resolution": 16},
+        }
+    )
+    path = sim.simulate(cfg, tmp_path / "d.h5", progress=False)
+    with MapDataset(path) as ds:
+        attrs = ds.attrs
+        r_e = ds.labels["half_mass_radius"][ds.labels["galaxy_id"] == 1][0]
+    again = stored_simulation(attrs)
+    assert again.model_params["debris_scheme"] == 2
+    assert sim.draw_galaxy(again, 1)[1]["half_mass_radius"] == r_e
+    # A dataset from before `debris_scheme` existed re-draws with scheme 1.
+    params = dict(attrs["model_params"])
+    params.pop("debris_scheme")
+    old = stored_simulation({**attrs, "model_params": params})
+    assert old.model_params["debris_scheme"] == 1
+    with pytest.raises(ConfigError, match="no 'simulation' config"):
+        stored_simulation({})

@@ -117,6 +117,7 @@ __all__ = [
     "SimulationError",
     "galaxy_seed",
     "draw_galaxy",
+    "stored_simulation",
     "views_for_fex",
     "simulate",
 ]
@@ -275,6 +276,29 @@ def draw_galaxy(
 ) -> tuple[Particles, dict[str, Any]]:
     """Re-draw galaxy ``index`` of a simulation (the particles behind its maps)."""
     return config.formation_model().draw(galaxy_seed(config.seed, index))
+
+
+def stored_simulation(attrs: dict[str, Any]) -> SimulationConfig:
+    """The simulation config of a ``simulate`` dataset (its decoded attributes).
+
+    The model table is the dataset's full stored ``model_params`` rather than the
+    config's overrides, so :func:`draw_galaxy` re-draws its galaxies exactly even
+    after a later version changed a default. Datasets written before the
+    ``debris_scheme`` parameter existed re-draw with scheme 1, their debris.
+
+    Raises:
+        ConfigError: the attributes hold no simulation config.
+    """
+    if "simulation" not in attrs:
+        raise ConfigError(
+            "dataset attributes: no 'simulation' config (not written by "
+            "`sbi-exsitu simulate`)"
+        )
+    doc = dict(attrs["simulation"])
+    params = attrs.get("model_params")
+    if params is not None:
+        doc["model"] = {"debris_scheme": 1, **params}
+    return SimulationConfig.from_dict(doc, where="dataset attributes")
 
 
 def simulate(

@@ -1,6 +1,6 @@
 """Validation figures of rendered map datasets (the ``sbi-exsitu inspect`` command).
 
-Three figures compare one or more datasets (typically one per formation model),
+The figures compare one or more datasets (typically one per formation model),
 after Angeloudi et al. (2023, "001"):
 
 - ``example_maps.png`` -- one galaxy per dataset, every channel plus the ex-situ
@@ -8,6 +8,8 @@ after Angeloudi et al. (2023, "001"):
 - ``fex_mstar.png`` -- f_ex against log M* and half-mass radius, one point per
   galaxy, and the f_ex histogram per galaxy and per view (the balancing of 001
   sec. 2.5.1 and fig. 1, 2);
+- ``exsitu_profile.png`` and, for mock datasets, ``debris.png`` -- where the
+  ex-situ stars sit (:mod:`sbi_exsitu.studies.exsitu_profiles`);
 - ``ring_gradients.png`` -- the differences of ring means of the standardised
   maps, inner (r_e/2 - r_e/4), inner-outer (2 r_e - r_e/4) and outer
   (2 r_e - r_e), per channel against f_ex: median and 68% band per dataset
@@ -37,6 +39,8 @@ import numpy as np
 
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.errors import DatasetError
+from sbi_exsitu.figures import save_figure
+from sbi_exsitu.studies.rings import _RADII, dataset_label, ring_means
 
 __all__ = [
     "RING_PAIRS",
@@ -55,7 +59,15 @@ RING_PAIRS: dict[str, tuple[float, float]] = {
     "inner_outer": (2.0, 0.25),
     "outer": (2.0, 1.0),
 }
-_RADII = (0.25, 0.5, 1.0, 2.0)
+#: Literature f_ex at fixed M*, (log M*, f_ex, label): Illustris, ~10% at Milky-Way
+#: mass (M* ~ 5e10) and over 80% at 1e12 (Rodriguez-Gomez et al. 2016,
+#: arXiv:1511.08804); EAGLE, ~20% for M* >= 1e11 (Qu et al. 2017,
+#: arXiv:1602.02136).
+FEX_LITERATURE = (
+    (10.7, 0.1, "Illustris (Rodriguez-Gomez+16)"),
+    (12.0, 0.8, "Illustris (Rodriguez-Gomez+16)"),
+    (11.0, 0.2, "EAGLE (Qu+17)"),
+)
 _LABELS = {
     "mass": "log mass",
     "velocity": "velocity",
@@ -63,44 +75,6 @@ _LABELS = {
     "age": "age",
     "metallicity": "log Z",
 }
-
-
-def _ring_weights(size: int, fov_re: float, radii: Sequence[float]) -> np.ndarray:
-    """(R, H*W) 0/1 weights of the pixels in each ring."""
-    centre = np.arange(size) + 0.5 - size / 2
-    r_px = np.hypot(centre[:, None], centre[None, :]).ravel()
-    px_per_re = size / fov_re
-    rings = []
-    for r in radii:
-        half = max(1.0, 0.15 * r * px_per_re)
-        rings.append(np.abs(r_px - r * px_per_re) <= half)
-    return np.asarray(rings, dtype=np.float64)
-
-
-def ring_means(
-    maps: np.ndarray,
-    mask: np.ndarray,
-    fov_re: float,
-    radii: Sequence[float] = _RADII,
-) -> np.ndarray:
-    """Mean of the unmasked pixels in rings at ``radii`` (in r_e).
-
-    Args:
-        maps: (N, C, H, W) maps.
-        mask: (N, H, W) bool, pixels holding data.
-        fov_re: field of view (full width) in r_e.
-        radii: ring radii in r_e.
-
-    Returns:
-        (N, C, R) ring means, NaN where a ring has no unmasked pixel.
-    """
-    n, c, h, w = maps.shape
-    weights = _ring_weights(h, fov_re, radii)  # (R, P)
-    m = mask.reshape(n, 1, h * w).astype(np.float64)
-    sums = (maps.reshape(n, c, h * w) * m) @ weights.T
-    counts = m @ weights.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / counts, np.nan)
 
 
 def ring_gradients(
@@ -125,11 +99,6 @@ def dataset_gradients(ds: MapDataset, batch_size: int = 512) -> dict[str, np.nda
             out[key].append(value)
     c = ds.shape[0]
     return {k: np.concatenate(v) if v else np.empty((0, c)) for k, v in out.items()}
-
-
-def _name(ds: MapDataset) -> str:
-    models = sorted(set(ds.labels["model"].tolist()))
-    return "+".join(models) if models else ds.path.stem
 
 
 def _per_galaxy(ds: MapDataset) -> dict[str, np.ndarray]:
@@ -165,7 +134,7 @@ def plot_example_maps(
         row[-1].set_title("ex-situ fraction", fontsize=9)
         fig.colorbar(im, ax=row[-1], fraction=0.046)
         row[0].set_ylabel(
-            f"{_name(ds)}\nf_ex={ds.labels['f_ex'][i]:.2f}, "
+            f"{dataset_label(ds)}\nf_ex={ds.labels['f_ex'][i]:.2f}, "
             f"log M*={ds.labels['log_mstar'][i]:.1f}",
             fontsize=9,
         )
@@ -174,7 +143,7 @@ def plot_example_maps(
             ax.set_yticks([])
     fig.suptitle("Standardised maps (field of view 4 r_e)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out, dpi=110)[0]
 
 
 def plot_fex_mstar(datasets: Sequence[MapDataset], out: Path) -> Path:
@@ -186,7 +155,7 @@ def plot_fex_mstar(datasets: Sequence[MapDataset], out: Path) -> Path:
     for k, ds in enumerate(datasets):
         colour = f"C{k}"
         gal = _per_galaxy(ds)
-        label = f"{_name(ds)} ({len(gal['f_ex'])} galaxies)"
+        label = f"{dataset_label(ds)} ({len(gal['f_ex'])} galaxies)"
         axes[0].scatter(
             gal["log_mstar"], gal["f_ex"], s=6, alpha=0.4, c=colour, label=label
         )
@@ -200,7 +169,7 @@ def plot_fex_mstar(datasets: Sequence[MapDataset], out: Path) -> Path:
             histtype="step",
             color=colour,
             density=True,
-            label=f"{_name(ds)} per galaxy",
+            label=f"{dataset_label(ds)} per galaxy",
         )
         axes[2].hist(
             ds.labels["f_ex"],
@@ -209,7 +178,19 @@ def plot_fex_mstar(datasets: Sequence[MapDataset], out: Path) -> Path:
             color=colour,
             density=True,
             ls="--",
-            label=f"{_name(ds)} per view",
+            label=f"{dataset_label(ds)} per view",
+        )
+    for k, (logm, f, label) in enumerate(FEX_LITERATURE):
+        marker = "*" if "Illustris" in label else "D"
+        first = label not in [lab for _, _, lab in FEX_LITERATURE[:k]]
+        axes[0].scatter(
+            logm,
+            f,
+            marker=marker,
+            s=90,
+            c="k",
+            zorder=5,
+            label=label if first else None,
         )
     axes[0].set(xlabel="log10 M* / Msun", ylabel="f_ex", title="f_ex - M* (001 fig. 2)")
     axes[1].set(xlabel="log10 r_e / kpc", ylabel="f_ex", title="f_ex - size")
@@ -219,7 +200,7 @@ def plot_fex_mstar(datasets: Sequence[MapDataset], out: Path) -> Path:
     axes[0].legend(fontsize=8)
     axes[2].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out, dpi=110)[0]
 
 
 def plot_ring_gradients(
@@ -259,7 +240,7 @@ def plot_ring_gradients(
                     if len(v) >= 5:
                         q[b] = np.percentile(v, [16, 50, 84])
                 ax = axes[row, col]
-                ax.plot(centres, q[:, 1], color=f"C{k}", label=_name(ds))
+                ax.plot(centres, q[:, 1], color=f"C{k}", label=dataset_label(ds))
                 ax.fill_between(centres, q[:, 0], q[:, 2], color=f"C{k}", alpha=0.2)
                 ax.axhline(0, color="0.7", lw=0.5)
                 if row == 0:
@@ -271,18 +252,24 @@ def plot_ring_gradients(
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("Ring gradients of the standardised maps (001 fig. 13)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out, dpi=110)[0]
 
 
 def inspect_datasets(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
-    """Write the three validation figures for ``paths`` into ``out_dir``.
+    """Write the validation figures for ``paths`` into ``out_dir``.
+
+    The ex-situ profile needs ex-situ maps (mocks or simulations with ex-situ
+    flags), the debris figure a mock dataset (it re-draws galaxies).
 
     Raises:
         DatasetError: a file is missing or unreadable.
         ValueError: the datasets have different channels or no samples.
     """
+    from sbi_exsitu.studies.exsitu_profiles import plot_debris, plot_exsitu_profile
+
     out_dir = Path(out_dir)
     datasets = [MapDataset(p) for p in paths]
+    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         channels = {ds.render_config.channels for ds in datasets}
         if len(channels) != 1:
@@ -293,11 +280,24 @@ def inspect_datasets(paths: Sequence[str | Path], out_dir: str | Path) -> list[P
         for ds in datasets:
             if len(ds) == 0:
                 raise DatasetError(f"{ds.path}: the dataset holds no samples")
-        return [
+        written = [
             plot_example_maps(datasets, out_dir / "example_maps.png"),
             plot_fex_mstar(datasets, out_dir / "fex_mstar.png"),
             plot_ring_gradients(datasets, out_dir / "ring_gradients.png"),
         ]
+        if all(np.isfinite(ds.exsitu([0])).all() for ds in datasets):
+            written.append(
+                plot_exsitu_profile(datasets, out_dir / "exsitu_profile.png")
+            )
+        for ds in datasets:
+            if "simulation" in ds.attrs and "mean_merger_lookback" in ds.labels:
+                name = (
+                    f"debris_{dataset_label(ds)}.png"
+                    if len(datasets) > 1
+                    else "debris.png"
+                )
+                written.append(plot_debris(ds, out_dir / name))
+        return written
     finally:
         for ds in datasets:
             ds.close()
@@ -313,12 +313,3 @@ def _binned_median(ax: Any, x: np.ndarray, y: np.ndarray, colour: str) -> None:
             centres.append(0.5 * (edges[b] + edges[b + 1]))
             medians.append(np.median(y[sel]))
     ax.plot(centres, medians, color=colour, lw=2)
-
-
-def _save(fig: Any, out: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out

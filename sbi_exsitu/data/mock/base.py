@@ -216,8 +216,14 @@ class FormationModel:
     #: Leapfrog steps per tracer orbit (480 keep the median, 90th and 99th
     #: percentile debris radii within ~7% of 2000-step runs).
     debris_steps: int = 480
-    #: Integrated tracer orbits per galaxy, each read at many times.
-    debris_tracers: int = 512
+    #: Integrated tracer orbits per galaxy (512 in the scheme-1 worlds; 1024 make
+    #: streams continuous, ``benchmarks/structure_prior.py``'s figure).
+    debris_tracers: int = 1024
+    #: How tracers leave their satellite (:class:`~sbi_exsitu.data.mock.debris.
+    #: OrbitRecipe` ``scheme``): 2 = stripped along the satellite's orbit
+    #: (streams and shells for recent events); 1 = the phase-mixed debris of
+    #: earlier versions, kept so their datasets re-draw bit for bit.
+    debris_scheme: int = 2
 
     # --- stellar populations ------------------------------------------------
     #: Age shift of all stars (Gyr); TNG galaxies are younger than EAGLE's (001).
@@ -467,4 +473,5 @@ class FormationModel:
             steps=int(self.debris_steps),
             snapshots=max(int(self.debris_steps) // 4, 1),
             tracers=int(self.debris_tracers),
+            scheme=int(self.debris_scheme),
         )

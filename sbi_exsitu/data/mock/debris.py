@@ -16,17 +16,21 @@ galaxy's accretion history and turns it into star particles:
   ``M* 10^(-g t)``, g = 0.04 dex/Gyr (half of today's mass at z ≈ 1, as for
   Milky-Way progenitors, van Dokkum et al. 2013), so ratios are those at infall,
   as in merger-tree catalogues.
-- **Orbits** (:func:`spray_debris`): a satellite's stars are released near
-  apocentre, a Gaussian cloud of the Jacobi radius ``r_J = r (m / 3 M(<r))^(1/3)``
-  with velocity dispersion ``V_c r_J / r`` (the scalings of particle-spray
-  streams, Fardal, Huang & Weinberg 2015), at apocentres that shrink with the mass
-  ratio (dynamical friction drags massive satellites in; massive satellites deposit
-  their stars more centrally, Amorisco 2017), tangential speed ``kappa V_c``
-  (small ``kappa`` = radial orbits = shells), and an isotropic orbital plane except
-  for a fraction of prograde, low-inclination events (accreted discs appear in
-  about a third of Auriga haloes, Gómez et al. 2017). Release times are spread
-  over the time since infall (continuous stripping); each particle is then
-  integrated to the present in the spherical potential ``M(<r)`` of the galaxy.
+- **Orbits** (:func:`spray_debris`): each satellite starts at apocentre at
+  infall, at an apocentre that shrinks with the mass ratio (dynamical friction
+  drags massive satellites in; massive satellites deposit their stars more
+  centrally, Amorisco 2017), with tangential speed ``kappa V_c`` (small
+  ``kappa`` = radial orbits = shells) and an isotropic orbital plane except for
+  a fraction of prograde, low-inclination events (accreted discs appear in about
+  a third of Auriga haloes, Gómez et al. 2017). Its orbit is integrated in the
+  spherical potential ``M(<r)`` of the galaxy, and tracer stars leave it at
+  uniform times from its Lagrange points ``r_J = r (m / 3 M(<r))^(1/3)`` (the
+  particle-spray streams of Fardal, Huang & Weinberg 2015) and are integrated to
+  the present: recent events are streams and shells, old ones wind up into a
+  phase-mixed halo. Stars are copies of their satellite's tracers, spread along
+  the orbit. (``scheme = 1``, the worlds before streams, released every tracer
+  at infall and read it at random times, spreading every satellite along its
+  whole orbit at once.)
 - **Summaries** (:func:`assembly_summaries`): the ERGO-ML I labels (Eisert et
   al. 2023): lookback time and mass ratio of the last major merger, mass-weighted
   mean merger lookback time and mass ratio, number of accretion events.
@@ -216,6 +220,11 @@ class OrbitRecipe:
         tracers: integrated orbits per galaxy (at least 4 per satellite).
         max_energy_drift: tracers whose relative energy error exceeds this are
             replaced by others of the same satellite.
+        scheme: 2 (default) = tracers released along each satellite's own orbit
+            and read now (:func:`_stream_tracers`: streams and shells); 1 =
+            tracers released at infall and read at random times (every
+            satellite phase-mixed along its orbit; the worlds of earlier
+            versions, kept so their datasets re-draw bit for bit).
     """
 
     apo_re: float = 2.0
@@ -227,8 +236,9 @@ class OrbitRecipe:
     max_orbits: float = 8.0
     steps: int = 480
     snapshots: int = 160
-    tracers: int = 512
+    tracers: int = 1024
     max_energy_drift: float = 0.05
+    scheme: int = 2
 
 
 def spray_debris(
@@ -273,15 +283,45 @@ def spray_debris(
     # Satellite at apocentre on the x axis of its orbital plane, moving along +y.
     x0 = np.einsum("eij,j->ei", rot, [1.0, 0.0, 0.0]) * r_apo[:, None]
     v0 = np.einsum("eij,j->ei", rot, [0.0, 1.0, 0.0]) * (kappa * v_c)[:, None]
-    # Tracers: in a static potential, a star released at a later apocentre
-    # passage is the same orbit started later, so each tracer's trajectory,
-    # read at many times, stands for the stars stripped over many passages.
     seeds = np.maximum(np.minimum(counts, 4), np.round(counts * recipe.tracers / n))
     seed_event = np.repeat(np.arange(ne), seeds.astype(int))
+    period = 2.0 * np.pi * r_apo / v_c * _KPC_PER_KMS_GYR  # Gyr
+    tracers = _phase_mixed_tracers if recipe.scheme == 1 else _stream_tracers
+    read, drift, pos_cloud, vel_cloud = tracers(
+        rng, seed_event, x0, v0, r_jac, sigma_v, period, history, recipe,
+        enclosed, r_e,
+    )  # fmt: skip
+    # Each star: a random well-integrated tracer of its satellite. Tracers whose
+    # energy drifted (a radial orbit stepped across the centre) are not read:
+    # their satellite's well-integrated tracers stand in.
+    good = drift < recipe.max_energy_drift
+    good |= ~np.bincount(seed_event, good, ne).astype(bool)[seed_event]
+    pool = np.flatnonzero(good)
+    pool = pool[np.argsort(seed_event[pool], kind="stable")]
+    n_good = np.bincount(seed_event[pool], minlength=ne)
+    first = np.concatenate([[0], np.cumsum(n_good)[:-1]])
+    tracer = pool[first[event] + (rng.random(n) * n_good[event]).astype(int)]
+    pos, vel = read(tracer)
+    # A jitter of a quarter of the release cloud keeps the stars distinct.
+    pos = pos + 0.25 * pos_cloud[tracer, None] * rng.standard_normal((n, 3))
+    vel = vel + 0.25 * vel_cloud[tracer, None] * rng.standard_normal((n, 3))
+    return pos, vel, event
+
+
+def _phase_mixed_tracers(
+    rng, seed_event, x0, v0, r_jac, sigma_v, period, history, recipe, enclosed, r_e
+):
+    """Scheme 1: tracers start at infall and are read at random times.
+
+    In a static potential, a star released at a later apocentre passage is the
+    same orbit started later, so each tracer's trajectory, read at many times,
+    stands for the stars stripped over many passages (uniform in [0.1, 1] of
+    the tracer's run: continuous stripping). Every satellite is thus spread
+    along its whole orbit at once.
+    """
     m = len(seed_event)
     t_pos = x0[seed_event] + r_jac[seed_event, None] * rng.standard_normal((m, 3))
     t_vel = v0[seed_event] + sigma_v[seed_event, None] * rng.standard_normal((m, 3))
-    period = 2.0 * np.pi * r_apo / v_c * _KPC_PER_KMS_GYR  # Gyr
     t_end = np.minimum(
         history.t_infall[seed_event],
         recipe.max_orbits * period[seed_event] * rng.uniform(0.5, 1.0, m),
@@ -290,24 +330,70 @@ def spray_debris(
         t_pos, t_vel, t_end / _KPC_PER_KMS_GYR, recipe.steps, recipe.snapshots,
         enclosed, r_e,
     )  # fmt: skip
-    # Each star: a random tracer of its satellite, read at a random time since
-    # its release (uniform in [0.1, 1] of the tracer's run: continuous stripping).
-    # Tracers whose energy drifted (a radial orbit stepped across the centre)
-    # are not read: their satellite's well-integrated tracers stand in.
-    good = drift < recipe.max_energy_drift
-    good |= ~np.bincount(seed_event, good, ne).astype(bool)[seed_event]
-    pool = np.flatnonzero(good)
-    pool = pool[np.argsort(seed_event[pool], kind="stable")]
-    n_good = np.bincount(seed_event[pool], minlength=ne)
-    first = np.concatenate([[0], np.cumsum(n_good)[:-1]])
-    tracer = pool[first[event] + (rng.random(n) * n_good[event]).astype(int)]
     s_lo = int(0.1 * recipe.snapshots)
-    snap = rng.integers(s_lo, recipe.snapshots, n)
-    pos, vel = snaps[snap, tracer, :3], snaps[snap, tracer, 3:]
-    # A jitter of a quarter of the release cloud keeps the stars distinct.
-    pos = pos + 0.25 * r_jac[event, None] * rng.standard_normal((n, 3))
-    vel = vel + 0.25 * sigma_v[event, None] * rng.standard_normal((n, 3))
-    return pos, vel, event
+
+    def snap_of(tracer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        snap = rng.integers(s_lo, recipe.snapshots, len(tracer))
+        return snaps[snap, tracer, :3], snaps[snap, tracer, 3:]
+
+    return snap_of, drift, r_jac[seed_event], sigma_v[seed_event]
+
+
+def _stream_tracers(
+    rng, seed_event, x0, v0, r_jac, sigma_v, period, history, recipe, enclosed, r_e
+):
+    """Scheme 2: tracers stripped along each satellite's orbit, read now.
+
+    The satellite itself is integrated from apocentre at infall; each tracer
+    leaves it at a uniform time on that orbit from one of its two Lagrange
+    points, ``±r_J`` along the radius with the tangential velocity scaled to
+    keep the satellite's angular speed (the particle-spray recipe of Fardal,
+    Huang & Weinberg 2015, MNRAS 452, 301), plus a dispersion of a fifth of
+    ``r_J`` and of ``V r_J / r``. The inner point's stars are more bound and
+    lead, the outer one's trail: recent events are streams (tangential orbits)
+    or shells (radial ones), old ones have wound up into a halo.
+
+    Both tracer schemes return ``(read, drift, pos_cloud, vel_cloud)``:
+    ``read(tracer)`` gives the stars' positions and velocities now, ``drift``
+    each tracer's relative energy error, and the clouds the per-tracer scales of
+    the stars' jitter.
+    """
+    m = len(seed_event)
+    t_sat = np.minimum(history.t_infall, recipe.max_orbits * period)
+    orbit, _ = _leapfrog(
+        x0, v0, t_sat / _KPC_PER_KMS_GYR, recipe.steps, recipe.snapshots,
+        enclosed, r_e,
+    )  # fmt: skip
+    # Release at a uniform snapshot k, time (k + 1) / S of the satellite's run.
+    k = rng.integers(0, recipe.snapshots, m)
+    state = orbit[k, seed_event]
+    x, v = state[:, :3], state[:, 3:]
+    r = np.sqrt(np.einsum("ij,ij->i", x, x))
+    r_hat = x / r[:, None]
+    r_j = r * np.cbrt(history.mass[seed_event] / (3.0 * enclosed(r)))
+    side = np.where(rng.random(m) < 0.5, -1.0, 1.0)
+    v_rad = np.einsum("ij,ij->i", v, r_hat)[:, None] * r_hat
+    speed = np.sqrt(np.einsum("ij,ij->i", v, v))
+    pos = x + (side * r_j)[:, None] * r_hat
+    pos += 0.2 * r_j[:, None] * rng.standard_normal((m, 3))
+    vel = v_rad + (v - v_rad) * (1.0 + side * r_j / r)[:, None]
+    v_j = speed * r_j / r
+    vel += 0.2 * v_j[:, None] * rng.standard_normal((m, 3))
+    t_left = t_sat[seed_event] * (1.0 - (k + 1) / recipe.snapshots)
+    final, drift = _leapfrog(
+        pos, vel, t_left / _KPC_PER_KMS_GYR, recipe.steps, 1, enclosed, r_e
+    )
+
+    def read(tracer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Stars stripped a little before or after their tracer lie a little
+        # ahead or behind it on the same orbit: a shift along the velocity of
+        # ~1.5 r_J turns the tracers' beads into continuous streams.
+        x, v = final[0, tracer, :3], final[0, tracer, 3:]
+        speed_now = np.sqrt(np.einsum("ij,ij->i", v, v)) + 1e-9
+        dt = 1.5 * r_j[tracer] / speed_now * rng.standard_normal(len(tracer))
+        return x + v * dt[:, None], v
+
+    return read, drift, r_j, v_j
 
 
 def _orbit_planes(rng: np.random.Generator, n: int, recipe: OrbitRecipe) -> np.ndarray:

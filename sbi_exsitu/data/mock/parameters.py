@@ -69,6 +69,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "debris_max_orbits": (0.1, 1000.0),
     "debris_steps": (1, 100_000),
     "debris_tracers": (1, 1_000_000),
+    "debris_scheme": (1, 2),
     "age_offset_gyr": (-5.0, 5.0),
     "insitu_age_pivot_gyr": (0.1, 13.8),
     "insitu_age_slope": (-5.0, 5.0),
@@ -101,7 +102,7 @@ GRAVITY_FIELDS: tuple[str, ...] = (
     "merger_class_concentration", "debris_fraction", "infall_beta",
     "infall_max_gyr", "host_growth_dex_per_gyr", "debris_apo_re", "debris_apo_mu_slope",
     "debris_apo_scatter_dex", "debris_kappa_range", "disc_plane_merger_fraction",
-    "debris_max_orbits", "debris_steps", "debris_tracers",
+    "debris_max_orbits", "debris_steps", "debris_tracers", "debris_scheme",
 )  # fmt: skip
 #: Parameters in which models may differ: stellar populations and f_ex–M*.
 POPULATION_FIELDS: tuple[str, ...] = tuple(
@@ -136,7 +137,10 @@ def validate_model(model: FormationModel) -> None:
                     f"{where}: parameter '{f.name}' = {value!r} must be a pair "
                     "(low, high) with low <= high"
                 )
-    for key in ("max_particles", "min_particles", "debris_steps", "debris_tracers"):
+    for key in (
+        "max_particles", "min_particles", "debris_steps", "debris_tracers",
+        "debris_scheme",
+    ):  # fmt: skip
         if int(getattr(model, key)) != getattr(model, key):
             raise ModelError(f"{where}: parameter '{key}' must be an integer")
     fr, edges = model.merger_class_fractions, model.merger_log_mu_edges
