@@ -28,7 +28,7 @@ import numpy as np
 
 from sbi_exsitu.data.particles import subsample
 from sbi_exsitu.data.render import render_views
-from sbi_exsitu.data.simulate import SimulationConfig, draw_galaxy, views_for_fex
+from sbi_exsitu.data.simulate import draw_galaxy, stored_simulation, views_for_fex
 from sbi_exsitu.posteriors import load_posterior
 from sbi_exsitu.seeding import derive_seed
 
@@ -48,10 +48,9 @@ def main() -> None:
     post = load_posterior(args.run)
     data, test = post.test_split()
     with data:
-        doc = dict(data.attrs["simulation"])
+        # The stored full model parameters: exact re-draws under later defaults.
+        cfg = stored_simulation(data.attrs)
         gids = np.unique(data.labels["galaxy_id"][test])[: args.galaxies]
-    doc["simulate"] = {**doc["simulate"], "n_galaxies": int(gids.max()) + 1}
-    cfg = SimulationConfig.from_dict(doc)
     render = post.render_config
     shifts: dict[int, list[float]] = {2: [], 4: []}
     for gid in gids:
