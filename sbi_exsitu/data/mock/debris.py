@@ -360,9 +360,12 @@ def _stream_tracers(
     """
     m = len(seed_event)
     t_sat = np.minimum(history.t_infall, recipe.max_orbits * period)
+    # A satellite on a radial orbit stepped across the centre gains energy at
+    # every pericentre and would fling all the tracers released from it
+    # outwards (no tracer check sees that): its energy is held.
     orbit, _ = _leapfrog(
         x0, v0, t_sat / _KPC_PER_KMS_GYR, recipe.steps, recipe.snapshots,
-        enclosed, r_e,
+        enclosed, r_e, hold_energy=True,
     )  # fmt: skip
     # Release at a uniform snapshot k, time (k + 1) / S of the satellite's run.
     k = rng.integers(0, recipe.snapshots, m)
@@ -419,8 +422,13 @@ def _leapfrog(
     snapshots: int,
     enclosed: Callable[[np.ndarray], np.ndarray],
     r_scale: float,
+    hold_energy: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kick-drift-kick in a spherical potential, each orbit its own time step.
+
+    ``hold_energy`` rescales each orbit's speed at every snapshot back to its
+    initial energy (a projection step): a radial orbit stepped across the
+    centre otherwise gains energy at every pericentre.
 
     Orbit ``i`` runs for ``t_end[i]`` in ``steps`` steps; ``snapshots`` states
     equally spaced in time are returned as an array (snapshots, N, 6) of
@@ -471,5 +479,9 @@ def _leapfrog(
         acc = accel(pos)
         vel += 0.5 * dt * acc
         if (k + 1) % every == 0:
+            if hold_energy:
+                kinetic = 0.5 * np.einsum("ij,ij->i", vel, vel)
+                target = np.maximum(kinetic + e0 - energy(pos, vel), 0.0)
+                vel *= np.sqrt(target / np.maximum(kinetic, 1e-300))[:, None]
             out[k // every, :, :3], out[k // every, :, 3:] = pos, vel
     return out, np.abs(energy(pos, vel) / e0 - 1.0)
