@@ -16,7 +16,8 @@ def inspect(
     datasets: list[Path] = typer.Argument(..., help="Map datasets (HDF5) to compare."),
     output: Path = typer.Option(..., "-o", "--output", help="Directory for the PNGs."),
 ) -> None:
-    """Example maps, f_ex-M* and ring-gradient figures (001 figs. 2, 3, 13)."""
+    """Validation figures: example maps, f_ex-M*, ring gradients (001 figs. 2, 3,
+    13), ex-situ radial profiles and, for mock sets, the accreted debris."""
     from sbi_exsitu.studies.inspection import inspect_datasets
 
     written = inspect_datasets(datasets, output)
