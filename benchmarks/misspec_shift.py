@@ -12,14 +12,16 @@ galaxy, with the real error ``e = posterior median - true f_ex``:
   (validation split + 500 fresh galaxies, where the truth is known);
 * ``shrunk_k{k}``: ``nn_k{k}`` times the least-squares slope of ``e`` on it over
   those in-distribution maps (the best linear predictor of e there);
-* ``posterior_std``: the posterior's own standard deviation (a scale, no sign).
+* ``posterior_std``: the posterior's own standard deviation (a scale, no sign);
+* ``member_spread`` (``--run`` an ensemble): the standard deviation of the
+  members' medians (ensemble disagreement, a scale).
 
 Per estimate ``s``: Spearman of ``|s|`` vs ``|e|``, of ``s`` vs ``e``, and
 ``mean|s| / mean|e|``; on all galaxies and on the flagged ones.
 
 Usage::
 
-    python benchmarks/misspec_shift.py [--out runs/bench-misspec]
+    python benchmarks/misspec_shift.py [--out runs/bench-misspec] [--run RUN]
 
 Prints one line per test set, then as the LAST line one JSON object.
 """
@@ -71,10 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-misspec"))
+    ap.add_argument("--run", default=RUN, help="the posterior's run, under --out")
     args = ap.parse_args(argv)
     configure_threads(1)  # 2 cores shared by several engineers
     out = Path(args.out)
-    post = ExSituPosterior.load(out / RUN)
+    post = ExSituPosterior.load(out / args.run)
 
     def median_std(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         draws = post.sample(maps, 200, seed=0, progress=False)[:, :, 0]
@@ -102,6 +105,12 @@ def main(argv: list[str] | None = None) -> dict:
         raw = det.represent(post, maps)
         z, flag = det.standardize(raw), det.score_embeddings(raw).flag
         est = {"posterior_std": std}
+        if len(post.members) > 1:
+            meds = [
+                np.median(m.sample(maps, 200, seed=0, progress=False)[:, :, 0], 1)
+                for m in post.members
+            ]
+            est["member_spread"] = np.std(meds, axis=0)
         for k in (5, 25, 100):
             est[f"nn_k{k}"] = med - _nn_mean(z, det.reference, det.reference_targets, k)
             s_ref = (
@@ -125,7 +134,11 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print(name, json.dumps(row), flush=True)
         rows[name] = row
-    result = {"tests": rows, "load_average_1min": round(os.getloadavg()[0], 2)}
+    result = {
+        "run": args.run,
+        "tests": rows,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(result))
     return result
 
