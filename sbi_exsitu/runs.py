@@ -11,6 +11,7 @@ A run directory holds everything needed to use and audit a trained posterior::
     checkpoints/           per-epoch training state of an unfinished member
     history.json           losses per epoch; training_curves.png
     metrics.json           test-set metrics
+    misspecification/      the misspecification detector (no pickle)
 
 This module is the only place that spells these names.
 
@@ -58,6 +59,9 @@ __all__ = [
     "RENDER_CONFIG_FILE",
     "SPLITS_FILE",
     "DATA_FILE",
+    "DETECTOR_DIR",
+    "CALIBRATION_DATA",
+    "POST_HOC_SECTIONS",
     "RunDataChangedError",
     "RunDirectory",
     "RunExistsError",
@@ -79,6 +83,11 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_DIR = "weights"
 CHECKPOINTS_DIR = "checkpoints"
+#: The misspecification detector, and the fresh galaxies calibrating it.
+DETECTOR_DIR = "misspecification"
+CALIBRATION_DATA = "misspecification/calibration.h5"
+#: Sections training does not read: changing them resumes a run (not refused).
+POST_HOC_SECTIONS = ("misspecification",)
 #: Maps hashed into a dataset's identity (evenly spaced, first and last included).
 HASHED_MAPS = 64
 
@@ -142,13 +151,17 @@ def _data_change(stored: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     return ""
 
 
-def same_config(stored: Mapping[str, Any], resolved: Mapping[str, Any]) -> bool:
-    """Whether a stored ``config.json`` equals ``resolved`` once JSON-encoded.
+def same_config(
+    stored: Mapping[str, Any], resolved: Mapping[str, Any], ignore: Any = ()
+) -> bool:
+    """Whether a stored ``config.json`` equals ``resolved`` once JSON-encoded,
+    but for the top-level sections ``ignore``.
 
     The round trip makes tuples and lists, and int and float keys, compare as
     they would after writing.
     """
-    return json.loads(json.dumps(stored)) == json.loads(json.dumps(resolved))
+    a, b = ({k: v for k, v in d.items() if k not in ignore} for d in (stored, resolved))
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
 
 class RunDirectory:
@@ -360,15 +373,16 @@ class RunDirectory:
         atomic_write_json(self.metrics_file, dict(metrics))
         return self.metrics_file
 
-    def has_config(self, resolved_config: Mapping[str, Any]) -> bool:
-        """Whether ``config.json`` exists and equals ``resolved_config``."""
+    def has_config(self, resolved_config: Mapping[str, Any], ignore: Any = ()) -> bool:
+        """Whether ``config.json`` exists and equals ``resolved_config`` (but for
+        the sections ``ignore``, see :func:`same_config`)."""
         if not self.config_file.is_file():
             return False
         try:
             stored = json.loads(self.config_file.read_text())
         except (ValueError, UnicodeDecodeError):
             return False
-        return same_config(stored, resolved_config)
+        return isinstance(stored, dict) and same_config(stored, resolved_config, ignore)
 
     @property
     def has_trained_state(self) -> bool:
@@ -433,13 +447,15 @@ class RunDirectory:
             self._check_removable()
             shutil.rmtree(self.path)
         elif self.has_trained_state:
-            if not self.has_config(resolved_config):
+            if not self.has_config(resolved_config, ignore=POST_HOC_SECTIONS):
                 raise RunExistsError(
                     f"{self.path} holds a run with a different configuration; pass "
                     "--overwrite to replace it or change [run] name"
                 )
             if identity is not None:
                 self._check_same_data(identity, splits)
+            if not self.has_config(resolved_config):  # only post-hoc settings
+                atomic_write_json(self.config_file, resolved_config)
             return self.path
         elif self.config_file.is_file() and not self.has_config(resolved_config):
             _log.warning(

@@ -266,3 +266,24 @@ def test_predict_reports_flags_and_stores_the_detector(shifted_run) -> None:
         misspecification=False,
     )
     assert "misspec_flag" not in next(csv.DictReader(out2.open()))
+
+
+def test_fit_calibrates_on_fresh_galaxies_when_asked(shifted_run) -> None:
+    """[misspecification] calibration_galaxies: a finished run re-fitted with only
+    that section changed resumes (no retraining) and calibrates at fit time."""
+    import json
+
+    from sbi_exsitu.config.experiment import ExperimentConfig
+    from sbi_exsitu.training.fit import fit
+
+    _, _, _, result = shifted_run
+    doc = json.loads((result.run_dir / "config.json").read_text())
+    doc["misspecification"] = {"calibration_galaxies": 12}
+    again = fit(ExperimentConfig.from_dict(doc), progress=False, evaluate=False)
+    # Not retrained: the training time is the one recorded when it trained.
+    assert again.metrics["train_seconds"] == result.metrics["train_seconds"]
+    assert again.metrics["misspecification_seconds"] > 0
+    det = MisspecificationDetector.load(result.run_dir)
+    assert det.meta["calibration"]["source"] == "simulated"
+    assert det.meta["calibration"]["n_galaxies"] == 12
+    assert len(det.calibration_scores) == 12 * 4

@@ -13,7 +13,10 @@ standard deviation ~``sqrt(alpha (1 - alpha) / n)`` for ``n`` independent
 calibration galaxies (Vovk, 2012, ACML, "Conditional validity of inductive
 conformal predictors"): 0.025 for the ~75 validation galaxies of a 500-galaxy
 training set. A rate within +-0.01 of alpha = 0.05 (95 % of fitted detectors)
-needs ~1,800 calibration galaxies: simulate them for calibration only and use
+needs ~1,800 independent calibration galaxies (several views of each, weighted
+per galaxy, do a little better: ``benchmarks/false_alarm_default.py``): a run
+simulates them with ``[misspecification] calibration_galaxies``
+(:mod:`~sbi_exsitu.evaluation.detector_run`), or pass them to
 ``MisspecificationDetector.calibrate``.
 """
 

@@ -11,6 +11,8 @@ A run directory holds everything needed to use and audit the posterior::
     metrics.json           test-set bias, scatter, RMSE, NLPD (overall, per bin)
     predictions_test.csv   per-observation summaries on the test split
     predictions.png        predicted vs true f_ex with residuals (001 fig. 5)
+    misspecification/      the misspecification detector, fitted here when
+                           [misspecification] asks for fresh calibration galaxies
 
 Training resumes: finished members are loaded from ``weights/``, an interrupted
 member continues from its last epoch checkpoint.
@@ -153,6 +155,14 @@ def fit(
             seed=cfg.run.seed,
             progress=progress,
         )
+    if cfg.misspecification.active:
+        # Calibrating the flag on fresh galaxies costs minutes: at fit time,
+        # not at the first `predict` (the default fits it there, in seconds).
+        from sbi_exsitu.evaluation.misspecification import MisspecificationDetector
+
+        t1 = time.perf_counter()
+        MisspecificationDetector.for_run(posterior, run_dir=run.path, progress=progress)
+        metrics["misspecification_seconds"] = time.perf_counter() - t1
     run.write_metrics(metrics)
     return FitResult(run_dir=run.path, posterior=posterior, metrics=metrics)
 
