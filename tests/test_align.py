@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -194,3 +196,38 @@ def test_dann_trains_the_classifier_against_the_embedding() -> None:
     assert EmbeddingAlignment(target, 1.0, theta).attach(toy) is None  # MMD
     with pytest.raises(ValueError, match="align_method"):
         EmbeddingAlignment(target, 1.0, theta, method="coral")
+
+
+def test_confusion_trains_the_classifier_and_pulls_the_embedding_to_5050() -> None:
+    rng = np.random.default_rng(0)
+    target = (rng.normal(size=(64, 1, 2, 2)) + 1.0).astype(np.float32)
+    theta = rng.uniform(0, 1, size=(500, 1))
+    kw = {"prior": "none", "seed": 1, "ramp_epochs": 0}
+    conf = EmbeddingAlignment(target, 0.5, theta, method="confusion", **kw)
+    toy = _Toy()
+    critic = conf.attach(toy)
+    conf.start_epoch(toy, 1)
+    x = torch.as_tensor(rng.normal(size=(16, 1, 2, 2)), dtype=torch.float32)
+    th = torch.as_tensor(theta[:16], dtype=torch.float32)
+    conf.loss(toy, x, th).backward()
+    gen = torch.Generator().manual_seed(derive_seed(1, "align", 1, 0))
+    xt = conf.target[torch.randint(len(target), (16,), generator=gen)]
+    z = toy.embedding_net(torch.cat([x, xt]))
+    # The classifier: the plain domain loss on detached embeddings.
+    ref = copy.deepcopy(critic)
+    lg = ref(z.detach())
+    weighted_domain_loss(lg[:16], lg[16:]).backward()
+    torch.testing.assert_close(critic.net[0].weight.grad, ref.net[0].weight.grad)
+    # The embedding: 0.5 x the gradient of the confusion loss, nothing else.
+    emb = toy.embedding_net[1].weight
+    lg = ref(z)
+    confusion = weighted_domain_loss(lg[:16], lg[16:], labels=(0.5, 0.5))
+    (grad,) = torch.autograd.grad(confusion, emb)
+    torch.testing.assert_close(emb.grad, 0.5 * grad)
+    # Bounded below by log 2 (no reward for swapping the domains), reached at 0.
+    logits = torch.randn(100) * 5
+    assert weighted_domain_loss(logits, -logits, labels=(0.5, 0.5)) >= np.log(2)
+    torch.testing.assert_close(
+        weighted_domain_loss(torch.zeros(3), torch.zeros(3), labels=(0.5, 0.5)),
+        torch.tensor(np.log(2), dtype=torch.float32),
+    )

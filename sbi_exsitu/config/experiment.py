@@ -173,7 +173,8 @@ class TrainingSection:
     training set: another formation model's, or observed galaxies) towards the
     training maps' by an MMD term (``align_method = "mmd"``, default) or by a
     domain classifier behind a gradient reversal (``"dann"``, its scale
-    ``align_weight`` reached after ``align_ramp_epochs``); ``align_prior =
+    ``align_weight`` reached after ``align_ramp_epochs``) or with a domain
+    confusion loss (``"confusion"``); ``align_prior =
     "em"`` (default) corrects either for a different f_ex distribution of the
     target, ``"none"`` does not.
     """
@@ -198,10 +199,11 @@ class TrainingSection:
 
     def __post_init__(self) -> None:
         # The values of sbi_exsitu.training.align.ALIGN_METHODS (a floor above).
-        if self.align_method not in ("mmd", "dann"):
+        if self.align_method not in ("mmd", "dann", "confusion"):
             raise ValueError(
                 f"'align_method' is {self.align_method!r}, expected 'mmd' (an MMD "
-                "between the embeddings) or 'dann' (domain-adversarial training)"
+                "between the embeddings), 'dann' (domain-adversarial training) or "
+                "'confusion' (the same classifier with a domain confusion loss)"
             )
         # The values of sbi_exsitu.training.align.ALIGN_PRIORS (a floor above).
         if self.align_prior not in ("none", "em"):

@@ -37,6 +37,15 @@ cross-entropy (the importance-weighted DANN of Combes et al., 2020, NeurIPS,
 shift"). Written by hand: the reversal is four lines, and the DANN libraries
 (e.g. ADAPT, pytorch-adapt) bring their own training loops.
 
+``align_method = "confusion"`` keeps the classifier, weights and ramp but
+replaces the reversal: the classifier learns on detached embeddings, and the
+embedding minimises the cross-entropy of the (frozen) classifier against labels
+1/2, the domain confusion loss of Tzeng, Hoffman, Darrell & Saenko (2015, ICCV,
+"Simultaneous deep transfer across domains and tasks"). Unlike the reversed
+cross-entropy it is bounded below (by log 2, at "cannot tell"), so the embedding
+cannot win by swapping the domains' regions instead of merging them, which is
+what the reversal did here at ``align_weight >= 1`` (docs/crosstest.md).
+
 Example:
     >>> import torch
     >>> x, y = torch.randn(64, 3), torch.randn(64, 3) + 2.0
@@ -72,7 +81,7 @@ __all__ = [
 #: Values of ``[training] align_prior``.
 ALIGN_PRIORS = ("none", "em")
 #: Values of ``[training] align_method``.
-ALIGN_METHODS = ("mmd", "dann")
+ALIGN_METHODS = ("mmd", "dann", "confusion")
 _BANDWIDTH_SCALES = (0.5, 1.0, 2.0)
 
 
@@ -158,6 +167,8 @@ def weighted_domain_loss(
     logit_source: torch.Tensor,
     logit_target: torch.Tensor,
     weights: torch.Tensor | None = None,
+    *,
+    labels: tuple[float, float] = (0.0, 1.0),
 ) -> torch.Tensor:
     """Cross-entropy of the domain classifier, source side importance-weighted.
 
@@ -170,10 +181,13 @@ def weighted_domain_loss(
         logit_source: ``(n,)`` classifier logits of source embeddings.
         logit_target: ``(m,)`` logits of target embeddings.
         weights: ``(n,)`` non-negative weights, or None for equal weights.
+        labels: the (source, target) labels; ``(0.5, 0.5)`` is the domain
+            confusion loss of Tzeng et al. (2015), smallest (log 2) where the
+            classifier cannot tell the domains apart.
     """
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    src = bce(logit_source, torch.zeros_like(logit_source), reduction="none")
-    tgt = bce(logit_target, torch.ones_like(logit_target), reduction="none")
+    src = bce(logit_source, torch.full_like(logit_source, labels[0]), reduction="none")
+    tgt = bce(logit_target, torch.full_like(logit_target, labels[1]), reduction="none")
     if weights is not None:
         w = weights.to(src)
         src = src * (w / w.mean().clamp_min(1e-12))
@@ -189,7 +203,7 @@ class EmbeddingAlignment:
             largest gradient-reversal scale.
         source_theta: ``(n, D)`` training parameters (the source prior histogram).
         prior: ``"none"`` or ``"em"`` (prior correction).
-        method: ``"mmd"`` or ``"dann"``.
+        method: ``"mmd"``, ``"dann"`` or ``"confusion"``.
         seed: seeds the target batches (and the DANN classifier's initial weights).
         bins: histogram bins of f_ex (the first parameter) on [0, 1].
         em_maps, em_draws: target maps and posterior draws per epoch for the
@@ -233,11 +247,12 @@ class EmbeddingAlignment:
         self.critic: DomainClassifier | None = None
 
     def attach(self, model: Any) -> torch.nn.Module | None:
-        """Build what the alignment trains besides ``model`` (DANN: the domain
-        classifier, sized by ``model.embedding_net``'s output), or None (MMD).
+        """Build what the alignment trains besides ``model`` (DANN, confusion:
+        the domain classifier, sized by ``model.embedding_net``'s output), or
+        None (MMD).
 
         The caller trains it with the model (:func:`..loop.train_member` does)."""
-        if self.method != "dann":
+        if self.method == "mmd":
             return None
         if self.critic is None:
             param = next(model.parameters())
@@ -279,8 +294,9 @@ class EmbeddingAlignment:
 
     def loss(self, model: Any, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """The alignment term of one training batch, against as many target maps:
-        ``weight * MMD^2`` of the embeddings, or DANN's domain cross-entropy
-        behind the gradient reversal (call :meth:`attach` first)."""
+        ``weight * MMD^2`` of the embeddings, or the domain classifier's
+        cross-entropy behind the gradient reversal (DANN), or that on detached
+        embeddings plus the confusion loss (call :meth:`attach` first)."""
         gen = torch.Generator().manual_seed(
             derive_seed(self.seed, "align", self.epoch, self.step)
         )
@@ -297,5 +313,14 @@ class EmbeddingAlignment:
         if self.critic is None:
             raise RuntimeError("DANN alignment: call attach(model) before loss()")
         ramp = dann_ramp(self.epoch / self.ramp_epochs) if self.ramp_epochs else 1.0
-        logits = self.critic(reverse_gradient(z, self.weight * ramp))
-        return weighted_domain_loss(logits[: len(x)], logits[len(x) :], w)
+        n, scale = len(x), self.weight * ramp
+        if self.method == "dann":
+            logits = self.critic(reverse_gradient(z, scale))
+            return weighted_domain_loss(logits[:n], logits[n:], w)
+        # "confusion": the classifier learns on detached embeddings; the embedding
+        # is pulled to the classifier's 50/50 point through its frozen weights.
+        logits = self.critic(z.detach())
+        frozen = {k: p.detach() for k, p in self.critic.named_parameters()}
+        seen = torch.func.functional_call(self.critic, frozen, (z,))
+        confusion = weighted_domain_loss(seen[:n], seen[n:], w, labels=(0.5, 0.5))
+        return weighted_domain_loss(logits[:n], logits[n:], w) + scale * confusion
