@@ -20,13 +20,15 @@ Usage::
         [--out runs/bench-align] [--settings none "dann+em w=0.3"] [--seeds 0 1]
 
 Every (setting, seed) is cached as ``<out>/results/<name>.json``; a rerun only
-trains what is missing. Prints one line per run, then as the LAST line one JSON
-object with every result.
+trains what is missing. Prints one line per run, a markdown table (means over
+seeds, seed range in brackets), then as the LAST line one JSON object with every
+result.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -35,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SETTINGS", "main", "quality", "train"]
+__all__ = ["SETTINGS", "domain_auc", "main", "markdown", "quality", "train"]
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = "all5__ap4"
@@ -54,6 +56,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "mmd+em w=0.3": {"align_method": "mmd", "align_weight": 0.3},
     "confusion+em w=1": {"align_method": "confusion", "align_weight": 1.0},
     "confusion+em w=3": {"align_method": "confusion", "align_weight": 3.0},
+    # Diagnostics, not deployable: the importance weights from the TRUE f_ex
+    # histogram of the unlabelled target set instead of the EM estimate (is the
+    # estimate what limits the correction?).
+    "mmd+oracle w=0.1": {"align_method": "mmd", "align_weight": 0.1, "oracle": 1},
+    "dann+oracle w=1": {"align_method": "dann", "align_weight": 1.0, "oracle": 1},
 }
 #: configs/paper-grid.toml's [posterior] and [training].
 POSTERIOR = {
@@ -99,6 +106,8 @@ def train(out: Path, tng: Path, target: Path, name: str, keys: dict, seed: int):
     from sbi_exsitu.runs import RunDirectory
     from sbi_exsitu.training.fit import fit
 
+    keys = dict(keys)
+    oracle = keys.pop("oracle", False)
     align = keys | {"align_data": str(target)} if keys else {}
     cfg = ExperimentConfig.from_dict(
         {
@@ -116,8 +125,31 @@ def train(out: Path, tng: Path, target: Path, name: str, keys: dict, seed: int):
     if RunDirectory(cfg.run_dir).is_finished:
         return load_posterior(cfg.run_dir), None
     t = time.perf_counter()
-    post = fit(cfg, progress=False, evaluate=False).posterior
+    with _oracle_prior(target) if oracle else contextlib.nullcontext():
+        post = fit(cfg, progress=False, evaluate=False).posterior
     return post, time.perf_counter() - t
+
+
+@contextlib.contextmanager
+def _oracle_prior(target: Path):
+    """Replace the EM estimate by the target set's true f_ex histogram."""
+    from unittest import mock
+
+    import torch
+
+    from sbi_exsitu.data.dataset import MapDataset
+    from sbi_exsitu.training.align import EmbeddingAlignment
+
+    with MapDataset(target) as ds:
+        f_true = np.asarray(ds.labels["f_ex"])
+
+    def start_epoch(self, model, epoch):
+        self.epoch, self.step = epoch, 0
+        ratio = self._histogram(f_true) / self.p_source
+        self.ratio = torch.as_tensor(ratio, dtype=torch.float32)
+
+    with mock.patch.object(EmbeddingAlignment, "start_epoch", start_epoch):
+        yield
 
 
 def quality(posterior: Any, ds: Any, split: str, seed: int) -> dict[str, float]:
@@ -169,6 +201,35 @@ def domain_auc(posterior: Any, src: Any, tgt: Any, seed: int) -> float:
     return round(float(roc_auc(clf(z["s", "test"]), clf(z["t", "test"]))), 3)
 
 
+def markdown(results: dict[str, dict]) -> str:
+    """One row per setting: means over seeds (with the seed range when > 1)."""
+    cols = [
+        ("eagle_val", "bias"),
+        ("eagle_val", "coverage_error"),
+        ("eagle_test", "bias"),
+        ("eagle_test", "scatter"),
+        ("eagle_test", "coverage_error"),
+        ("tng_test", "rmse"),
+        ("tng_test", "coverage_error"),
+    ]
+    head = ["setting", "seeds"] + [f"{a} {b}" for a, b in cols] + ["domain AUC"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    by: dict[str, list[dict]] = {}
+    for row in results.values():
+        by.setdefault(row["setting"], []).append(row)
+    for label in [k for k in SETTINGS if k in by]:
+        rows = by[label]
+        cells = [label, str(len(rows))]
+        for a, b in cols + [(None, "domain_auc")]:
+            v = np.array([r[a][b] if a else r.get(b, np.nan) for r in rows], float)
+            cell = f"{np.mean(v):+.3f}" if b == "bias" else f"{np.mean(v):.3f}"
+            if len(v) > 1:
+                cell += f" [{v.min():.3f}, {v.max():.3f}]"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     from sbi_exsitu.data.dataset import MapDataset
     from sbi_exsitu.device import configure_threads
@@ -214,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
             cached.write_text(json.dumps(row, indent=1))
             results[name] = row
             print(f"{name}: {json.dumps(row)}", flush=True)
+    print(markdown(results))
     print(json.dumps(results))
     return results
 
