@@ -173,8 +173,12 @@ class TrainingSection:
     ``align_weight > 0`` every training batch also pulls the embeddings of
     ``align_data`` (a dataset of unlabelled target-domain maps rendered like the
     training set: another formation model's, or observed galaxies) towards the
-    training maps' by an MMD term; ``align_prior = "em"`` (default) corrects it
-    for a different f_ex distribution of the target, ``"none"`` does not.
+    training maps' by an MMD term (``align_method = "mmd"``, default) or by a
+    domain classifier behind a gradient reversal (``"dann"``, its scale
+    ``align_weight`` reached after ``align_ramp_epochs``) or with a domain
+    confusion loss (``"confusion"``); ``align_prior =
+    "em"`` (default) corrects either for a different f_ex distribution of the
+    target, ``"none"`` does not.
     """
 
     batch_size: int = field(default=128, metadata={"min": 2})
@@ -192,8 +196,17 @@ class TrainingSection:
     align_data: str = ""
     align_weight: float = field(default=0.0, metadata={"min": 0})
     align_prior: str = "em"
+    align_method: str = "mmd"
+    align_ramp_epochs: int = field(default=10, metadata={"min": 0})
 
     def __post_init__(self) -> None:
+        # The values of sbi_exsitu.training.align.ALIGN_METHODS (a floor above).
+        if self.align_method not in ("mmd", "dann", "confusion"):
+            raise ValueError(
+                f"'align_method' is {self.align_method!r}, expected 'mmd' (an MMD "
+                "between the embeddings), 'dann' (domain-adversarial training) or "
+                "'confusion' (the same classifier with a domain confusion loss)"
+            )
         # The values of sbi_exsitu.training.align.ALIGN_PRIORS (a floor above).
         if self.align_prior not in ("none", "em"):
             raise ValueError(
@@ -389,6 +402,10 @@ class ExperimentConfig:
             # Off: left out, so runs made before the section existed still
             # match their config.json (RunDirectory.prepare ignores it anyway).
             out["misspecification"] = dataclasses.asdict(self.misspecification)
+        if out["training"].get("align_method", "mmd") == "mmd":
+            # MMD runs made before DANN existed still match (the ramp is DANN's).
+            for key in ("align_method", "align_ramp_epochs"):
+                out["training"].pop(key)
         for name in ("simulate", "model", "render", "observe"):
             if getattr(self, name):
                 out[name] = getattr(self, name)

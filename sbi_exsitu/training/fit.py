@@ -208,6 +208,8 @@ def _train_members(
                 cfg.training.align_weight,
                 theta_train,
                 prior=cfg.training.align_prior,
+                method=cfg.training.align_method,
+                ramp_epochs=cfg.training.align_ramp_epochs,
                 seed=derive_seed(member_seed, "align"),
             )
         hist_file = run.checkpoint(name).with_suffix(".history.json")

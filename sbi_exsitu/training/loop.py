@@ -440,7 +440,9 @@ def train_member(
     The loss is ``estimator.loss`` (the negative log posterior per sample), plus,
     in training passes only, ``align.loss`` (an
     :class:`~sbi_exsitu.training.align.EmbeddingAlignment`): early stopping
-    follows the source posterior's validation loss alone.
+    follows the source posterior's validation loss alone. What the alignment
+    trains besides the estimator (DANN's domain classifier, ``align.attach``)
+    is optimised and checkpointed with it; the estimator alone is returned.
 
     Args:
         estimator: an sbi density estimator (trained in place).
@@ -457,6 +459,14 @@ def train_member(
     """
     device = torch.device(device)
     estimator.to(device)
+    critic = None if align is None else align.attach(estimator)
+    # One module for the loop's optimiser and checkpoint; the estimator's own
+    # state (what is saved as the posterior) stays as without alignment.
+    trained: torch.nn.Module = (
+        estimator
+        if critic is None
+        else torch.nn.ModuleDict({"estimator": estimator, "critic": critic})
+    )
 
     def batches(epoch: int) -> Iterable[Any]:
         train.epoch = epoch
@@ -467,15 +477,16 @@ def train_member(
             yield (x if augment is None else augment(x, gen)), theta
 
     def loss_fn(model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        # ``model`` is ``trained``; its train/eval mode is the estimator's.
         x, theta = batch
         theta, x = prepare(theta).to(device), x.to(device)
-        loss = model.loss(theta, condition=x)
+        loss = estimator.loss(theta, condition=x)
         if align is not None and model.training:
-            loss = loss + align.loss(model, x, theta)
+            loss = loss + align.loss(estimator, x, theta)
         return loss
 
     return train_loop(
-        estimator,
+        trained,
         loss_fn,
         batches,
         validation,
