@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sbi_exsitu.posteriors.map.noise import shared_normal
+from sbi_exsitu.posteriors.map.pixel_noise import tail_noise
 
 __all__ = [
     "CVAEConfig",
@@ -262,15 +263,18 @@ def sample_censored_gaussian(
     sigma: Tensor,
     generator: torch.Generator | None = None,
     shared: float = 0.0,
+    scale: float = 1.0,
+    tail: float = 1.0,
 ) -> Tensor:
     """Draws clip(mu + sigma * eps, 0, 1): exact samples of the pixel likelihood.
 
     ``shared`` is the correlation rho of the noise between the pixels of one
     (B, H, W) map (:mod:`sbi_exsitu.posteriors.map.noise`); the marginals do not depend
-    on it.
+    on it. ``scale`` and ``tail`` recalibrate the noise's marginal
+    (:func:`sbi_exsitu.posteriors.map.pixel_noise.tail_noise`; 1, 1 = Gaussian).
     """
     eps = shared_normal(mu.shape, shared, generator, dtype=mu.dtype, device=mu.device)
-    return (mu + sigma * eps).clamp(0.0, 1.0)
+    return (mu + sigma * tail_noise(eps, scale, tail)).clamp(0.0, 1.0)
 
 
 class ConditionalVAE(nn.Module):
