@@ -31,7 +31,6 @@ from sbi_exsitu.atomic import atomic_write_json
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.dataset import MapDataset, subsample
-from sbi_exsitu.data.exsitu_fraction import fit_mass_scale
 from sbi_exsitu.device import configure_threads, resolve_device
 from sbi_exsitu.errors import ConfigError
 from sbi_exsitu.posteriors.map.cvae import ConditionalVAE, CVAEConfig
@@ -48,6 +47,7 @@ from sbi_exsitu.training.map_run import (
     embedding_config,
     ensure_dataset,
     finish_map_run,
+    fit_run_mass_scale,
     read_arrays,
     train_batches,
     validation_batches,
@@ -307,17 +307,7 @@ def _assemble(
     metadata: dict[str, Any],
 ) -> MapPosterior:
     """The posterior of the trained modules, with the f_ex mass scale fitted."""
-    mass_scale = (
-        fit_mass_scale(
-            train.y.numpy(),
-            train.x.numpy(),
-            train.mask.numpy(),
-            dataset.labels["f_ex"][train_idx],
-            dataset.render_config,
-        )
-        if dataset.has_labels
-        else None
-    )
+    mass_scale = fit_run_mass_scale(dataset, train, train_idx)
     return MapPosterior(
         cvae,
         flow,

@@ -21,7 +21,6 @@ import torch.nn as nn
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.dataset import subsample
-from sbi_exsitu.data.exsitu_fraction import fit_mass_scale
 from sbi_exsitu.device import configure_threads
 from sbi_exsitu.posteriors.map.flow_matching import FlowMatchingConfig, MapFlowMatching
 from sbi_exsitu.posteriors.map.fm_posterior import FlowMatchingMapPosterior
@@ -33,6 +32,7 @@ from sbi_exsitu.training.map_run import (
     MapArrays,
     ensure_dataset,
     finish_map_run,
+    fit_run_mass_scale,
     read_arrays,
     train_batches,
     validation_batches,
@@ -118,18 +118,7 @@ def fit_flow_matching_map(
     t0 = time.perf_counter()
     hist = _train(model, train, val, cfg, run, progress)
     train_seconds = time.perf_counter() - t0
-    labels = dataset.labels["f_ex"][train_idx]
-    mass_scale = (
-        fit_mass_scale(
-            train.y.numpy(),
-            train.x.numpy(),
-            train.mask.numpy(),
-            labels,
-            dataset.render_config,
-        )
-        if dataset.has_labels
-        else None
-    )
+    mass_scale = fit_run_mass_scale(dataset, train, train_idx)
     posterior = FlowMatchingMapPosterior(
         model,
         dataset.render_config,

@@ -25,6 +25,7 @@ import torch
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.dataset import MapDataset, subsample
+from sbi_exsitu.data.exsitu_fraction import fit_mass_scale
 from sbi_exsitu.errors import DatasetError
 from sbi_exsitu.runs import RunDirectory
 from sbi_exsitu.seeding import derive_seed
@@ -36,6 +37,7 @@ __all__ = [
     "embedding_config",
     "ensure_dataset",
     "finish_map_run",
+    "fit_run_mass_scale",
     "read_arrays",
     "train_batches",
     "train_outside_head",
@@ -130,6 +132,22 @@ def read_arrays(
             "ex-situ flags cannot train the map posterior)"
         )
     return train, val
+
+
+def fit_run_mass_scale(
+    dataset: MapDataset, train: MapArrays, train_idx: np.ndarray
+) -> float | None:
+    """The f_ex mass scale of :mod:`sbi_exsitu.data.exsitu_fraction` fitted on
+    the training maps, or None for a dataset without f_ex labels."""
+    if not dataset.has_labels:
+        return None
+    return fit_mass_scale(
+        train.y.numpy(),
+        train.x.numpy(),
+        train.mask.numpy(),
+        dataset.labels["f_ex"][train_idx],
+        dataset.render_config,
+    )
 
 
 def embedding_config(

@@ -72,6 +72,7 @@ __all__ = [
     "MapEncoder",
     "censored_gaussian_mean",
     "censored_gaussian_nll",
+    "conv_block",
     "sample_censored_gaussian",
 ]
 
@@ -132,7 +133,8 @@ class CVAEConfig:
         return cls(**data)
 
 
-def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+def conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    """3x3 convolution, GroupNorm, SiLU (shared with the flow-matching U-Net)."""
     # GroupNorm: batch-independent, so a single observation samples the same
     # function as the training batches.
     return nn.Sequential(
@@ -150,9 +152,9 @@ class ConditionPyramid(nn.Module):
 
     def __init__(self, cfg: CVAEConfig):
         super().__init__()
-        self.stem = _block(cfg.in_channels + 1, cfg.channels(0))
+        self.stem = conv_block(cfg.in_channels + 1, cfg.channels(0))
         self.down = nn.ModuleList(
-            _block(cfg.channels(k), cfg.channels(k + 1), stride=2)
+            conv_block(cfg.channels(k), cfg.channels(k + 1), stride=2)
             for k in range(cfg.levels)
         )
 
@@ -174,9 +176,9 @@ class MapEncoder(nn.Module):
         # full-resolution convolutions dominate the cost on CPU.
         self.sees_obs = cfg.encoder_sees_obs
         c_in = 2 + (cfg.in_channels if cfg.encoder_sees_obs else 0)
-        layers = [_block(c_in, cfg.channels(1), stride=2)]
+        layers = [conv_block(c_in, cfg.channels(1), stride=2)]
         layers += [
-            _block(cfg.channels(k), cfg.channels(k + 1), stride=2)
+            conv_block(cfg.channels(k), cfg.channels(k + 1), stride=2)
             for k in range(1, cfg.levels)
         ]
         self.net = nn.Sequential(*layers)
@@ -208,9 +210,9 @@ class MapDecoder(nn.Module):
         c = self.c_top
         for level in range(top, -1, -1):
             c_out = cfg.channels(level)
-            stage = [_block(c + cfg.channels(level), c_out)]
+            stage = [conv_block(c + cfg.channels(level), c_out)]
             if level:  # one block at full resolution, where convolutions cost most
-                stage.append(_block(c_out, c_out))
+                stage.append(conv_block(c_out, c_out))
             self.stages.append(nn.Sequential(*stage))
             c = c_out
         self.out = nn.Conv2d(c, 2, 1)
