@@ -202,3 +202,70 @@ def test_predict_on_a_map_run(map_run, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert len(rows) == 6 and "f_ex_true" in rows[0]
+    # The whole galaxy's f_ex of the outside-mask head, next to the in-mask one.
+    assert "f_ex_galaxy_median" in rows[0] and "f_ex_median" in rows[0]
+
+
+def test_outside_head_trained_saved_and_reloaded(map_run, tmp_path: Path) -> None:
+    """`fit` trains the outside-mask head; the run stores and reloads it."""
+    import torch
+
+    data, result = map_run
+    run = result.run_dir
+    meta = json.loads((run / "model.json").read_text())
+    assert (run / "weights/outside.pt").is_file()
+    assert meta["outside_head"]["embedding"]["name"] == "default"
+    assert result.metrics["outside_head"]["epochs"] >= 1
+    assert "outside" in json.loads((run / "history.json").read_text())
+    fex = result.metrics["test"]["f_ex"]
+    # Toy maps are constant at the label: the galaxy f_ex is near the label.
+    assert fex["galaxy_vs_label"]["rmse"] < 0.15
+    cal = result.metrics["calibration"]
+    assert "fex_galaxy_label_coverage_error_68" in cal
+    post = MapPosterior.load(run)
+    assert post.outside_head is not None
+    x = torch.from_numpy(MapDataset(data).maps(np.arange(4)))
+    with torch.inference_mode():
+        a = result.posterior.outside_head(x)
+        b = post.outside_head(x)
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(u, v)
+    with MapDataset(data) as ds:
+        maps, mask = ds.maps(np.arange(6)), ds.mask(np.arange(6))
+        labels = ds.labels["f_ex"][:6]
+    s = post.summarize(maps, 30, mask=mask, seed=1)
+    cols = s.to_columns()
+    assert {"f_ex_galaxy_median", "f_ex_galaxy_hdi68_low"} <= set(cols)
+    assert np.all(cols["f_ex_galaxy_hdi95_low"] <= cols["f_ex_galaxy_median"])
+    assert np.abs(cols["f_ex_galaxy_median"] - labels).mean() < 0.2
+
+
+def test_run_without_outside_head_loads_and_says_so(map_run, tmp_path: Path) -> None:
+    """A run saved before the head (no key, no weights) loads, warns, has none."""
+    import shutil
+
+    _, result = map_run
+    old = tmp_path / "old-run"
+    shutil.copytree(result.run_dir, old)
+    meta = json.loads((old / "model.json").read_text())
+    for key in ("outside_head", "pixel_noise"):
+        meta.pop(key)
+    (old / "model.json").write_text(json.dumps(meta))
+    (old / "weights/outside.pt").unlink()
+    with pytest.warns(UserWarning, match="predates the outside-mask head"):
+        post = MapPosterior.load(old)
+    assert post.outside_head is None
+    assert (post.noise_scale, post.noise_tail) == (1.0, 1.0)
+    maps = np.asarray(post.sample(np.zeros((1, *post.x_shape), np.float32) + 0.5, 2))
+    assert maps.shape == (1, 2, RES, RES)
+    s = post.summarize(np.zeros((2, *post.x_shape), np.float32) + 0.5, 10)
+    assert s.galaxy is None
+    assert not any(k.startswith("f_ex_galaxy") for k in s.to_columns())
+    # Trained without the head on purpose: no key value, no warning.
+    meta["outside_head"] = None
+    (old / "model.json").write_text(json.dumps(meta))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert MapPosterior.load(old).outside_head is None

@@ -75,7 +75,9 @@ def predict(
     posterior), from the run's detector (fitted on first use from the training
     data, then saved in the run).
 
-    For a map run: the implied f_ex per observation, and with an .h5 output the
+    For a map run: the implied f_ex per observation in the mask (f_ex_*) and,
+    with the run's outside-mask head, of the whole galaxy (f_ex_galaxy_*, the
+    columns to compare with the f_ex label); with an .h5 output also the
     posterior mean and std maps (maps/mean, maps/std).
 
     A MaNGA MAPS file (with --pipe3d) is ingested on the run's grid first, as

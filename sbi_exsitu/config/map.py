@@ -54,6 +54,17 @@ class MapSettings:
             the pixel noise on the validation split
             (:func:`sbi_exsitu.posteriors.map.noise.fit_shared_noise`); False keeps the
             pixels independent, which makes the implied f_ex overconfident.
+        outside_head: after the map posterior, train the outside-mask head
+            (:mod:`sbi_exsitu.posteriors.map.outside`): a Gaussian for the
+            f_ex of the stars outside the mask, so that summaries give the
+            whole galaxy's f_ex (``f_ex_galaxy_*``) next to the in-mask one.
+            Needs f_ex labels; ignored (with a warning) without them.
+        outside_epochs: maximum epochs of the head (``[training]`` optimiser).
+        pixel_calibration: after training, fit the scale and tail weight of
+            the pixel noise on the validation split so that per-pixel
+            intervals are calibrated
+            (:func:`sbi_exsitu.posteriors.map.noise.fit_pixel_noise`); False
+            keeps the decoder's Gaussian.
         max_train: cap on training maps (None = the whole train split).
         eval_samples: posterior draws per test map for figures and metrics.
         eval_max_obs: test maps used for figures and calibration.
@@ -76,6 +87,9 @@ class MapSettings:
     flow_epochs: int = 60
     flow_patience: int = 10
     shared_noise: bool = True
+    outside_head: bool = True
+    outside_epochs: int = 30
+    pixel_calibration: bool = True
     max_train: int | None = None
     eval_samples: int = 100
     eval_max_obs: int = 300

@@ -50,6 +50,7 @@ __all__ = [
     "COVERAGE_LEVELS",
     "central_coverage",
     "closed_interval_coverage",
+    "coverage_from_cdf",
     "map_calibration",
     "pit_coverage",
     "pixel_coverage",
@@ -130,18 +131,43 @@ def _cdf_at_truth(
     return (draws < t).mean(axis=1), (draws <= t).mean(axis=1)
 
 
-def _pixel_hits(
-    samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, levels: Sequence[float]
+def _cdf_hits(
+    below: np.ndarray, upto: np.ndarray, levels: Sequence[float]
 ) -> np.ndarray:
+    """(P, L) share of each pixel's atom (or point) inside each central band."""
     levels = np.asarray(levels, dtype=float)
-    below, upto = (v[:, None] for v in _cdf_at_truth(samples, truth, mask))
+    below, upto = below[:, None], upto[:, None]
     lo, hi = (1 - levels[None]) / 2, (1 + levels[None]) / 2
     jump = upto - below
     share = np.clip(np.minimum(hi, upto) - np.maximum(lo, below), 0, None) / (
         np.where(jump > 0, jump, 1.0)
     )
     inside = (below >= lo - 1e-12) & (below <= hi + 1e-12)
-    return np.where(jump > 0, share, inside).sum(axis=0).astype(float)
+    return np.where(jump > 0, share, inside).astype(float)
+
+
+def coverage_from_cdf(
+    below: np.ndarray,
+    upto: np.ndarray,
+    levels: Sequence[float],
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """(L,) coverage from each pixel's predictive F(y-) and F(y) at the truth.
+
+    The same counting as :func:`pixel_coverage` (an atom counts by its share
+    inside the band), for a predictive CDF known in closed form; ``weights``
+    per pixel (e.g. 1 / views of the galaxy) give a weighted mean.
+    """
+    hits = _cdf_hits(np.asarray(below), np.asarray(upto), levels)
+    w = np.ones(len(hits)) if weights is None else np.asarray(weights, float)
+    return (w[:, None] * hits).sum(axis=0) / max(float(w.sum()), 1e-300)
+
+
+def _pixel_hits(
+    samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, levels: Sequence[float]
+) -> np.ndarray:
+    below, upto = _cdf_at_truth(samples, truth, mask)
+    return _cdf_hits(below, upto, levels).sum(axis=0)
 
 
 def _closed_hits(
@@ -213,7 +239,9 @@ def map_calibration(
         intervals of the draws, over-covering at atoms) and
         ``pixel_interior_coverage`` (0 < truth < 1) with their errors,
         ``fex_coverage`` (vs the true map's f_ex),
-        ``fex_label_coverage``, their ``_error_68``/``_95``, ``n_obs``,
+        ``fex_label_coverage`` (and ``fex_galaxy_label_coverage``: the
+        whole-galaxy f_ex of a posterior with the outside-mask head against
+        the label), their ``_error_68``/``_95``, ``n_obs``,
         ``n_pixels``, ``weighting``.
     """
     from sbi_exsitu.data.exsitu_fraction import implied_fex
@@ -227,7 +255,9 @@ def map_calibration(
     hits_inner = np.zeros(len(levels))
     hits_closed = np.zeros(len(levels))
     n_pix = n_inner = 0
-    f_draws, f_map, kinds, kept = [], [], set(), []
+    f_draws, f_map, kinds, kept, g_draws = [], [], set(), [], []
+    # A posterior with the outside-mask head also gives the whole galaxy's f_ex.
+    galaxy_fex = getattr(post, "galaxy_fex", lambda *a, **k: None)
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
         x, y, m = dataset.maps(idx), dataset.exsitu(idx), dataset.mask(idx)
@@ -251,6 +281,9 @@ def map_calibration(
         kinds.add(kind)
         f_draws.append(implied_fex(s, w))
         f_map.append(implied_fex(y[:, None], w)[:, 0])
+        g = galaxy_fex(x, m, s, seed=derive_seed(seed, "outside", start))
+        if g is not None:
+            g_draws.append(g)
     cov = hits / max(n_pix, 1)
     cov_inner = hits_inner / max(n_inner, 1)
     cov_closed = hits_closed / max(n_pix, 1)
@@ -272,12 +305,14 @@ def map_calibration(
         "num_samples": int(f_draws_all.shape[1]),
         "weighting": "+".join(sorted(kinds)),
     }
-    curves = {"fex": f_true}
     labels = dataset.labels["f_ex"][indices]
+    curves = {"fex": (f_draws_all, f_true)}
     if np.all(np.isfinite(labels)):
-        curves["fex_label"] = labels
-    for key, truth in curves.items():
-        c = central_coverage(f_draws_all, truth, levels)
+        curves["fex_label"] = (f_draws_all, labels)
+        if g_draws:
+            curves["fex_galaxy_label"] = (np.concatenate(g_draws), labels)
+    for key, (draws, truth) in curves.items():
+        c = central_coverage(draws, truth, levels)
         out[f"{key}_coverage"] = c.tolist()
         out[f"{key}_coverage_error_68"] = _error(levels, c, 0.68)
         out[f"{key}_coverage_error_95"] = _error(levels, c, 0.95)
@@ -319,7 +354,8 @@ def plot_map_coverage(result: dict[str, Any]) -> plt.Figure:
             axes[1],
             [
                 ("fex_coverage", "vs f_ex of the true map", "C0"),
-                ("fex_label_coverage", "vs f_ex label (whole galaxy)", "C3"),
+                ("fex_label_coverage", "in-mask f_ex vs f_ex label", "C3"),
+                ("fex_galaxy_label_coverage", "galaxy f_ex vs f_ex label", "C1"),
             ],
             f"implied f_ex ({result['n_obs']} maps, weights: {result['weighting']})",
         ),

@@ -128,6 +128,12 @@ def evaluate_map_posterior(
     if np.all(np.isfinite(labels)):
         fex["vs_label"] = _errors(f_med, labels)
         fex["true_map_vs_label"] = _errors(f_map, labels)
+        # With the outside-mask head: the whole galaxy's f_ex, like the label.
+        galaxy = getattr(post, "galaxy_fex", lambda *a, **k: None)(
+            x, mask, flow_samples, seed=seed
+        )
+        if galaxy is not None:
+            fex["galaxy_vs_label"] = _errors(np.median(galaxy, axis=1), labels)
     metrics["f_ex"] = fex
     if out_dir is not None:
         out_dir = Path(out_dir)

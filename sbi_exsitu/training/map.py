@@ -7,11 +7,12 @@ which the decoder does not see the observations; (2) the latent flow
 (:mod:`sbi_exsitu.posteriors.map.latent_flow`) and its embedding net on
 :math:`-\log q_\phi(z \mid s(x))` with :math:`z \sim q(z \mid y)` from the frozen
 encoder, i.e. the flow learns the aggregate posterior of the latent given the
-observations. Then the f_ex mass scale (:mod:`sbi_exsitu.data.exsitu_fraction`) and the
-shared pixel noise (:mod:`sbi_exsitu.posteriors.map.noise`) are fitted, and the test
-split
-is evaluated. The trained model is
-:class:`sbi_exsitu.posteriors.map.posterior.MapPosterior`.
+observations. Then the f_ex mass scale (:mod:`sbi_exsitu.data.exsitu_fraction`),
+the pixel-noise scale and tail (:mod:`sbi_exsitu.posteriors.map.pixel_noise`) and
+the shared pixel noise (:mod:`sbi_exsitu.posteriors.map.noise`) are fitted on the
+validation split, the outside-mask head is trained
+(:mod:`sbi_exsitu.training.map_run`), and the test split is evaluated. The
+trained model is :class:`sbi_exsitu.posteriors.map.posterior.MapPosterior`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ import dataclasses
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,87 +31,30 @@ from sbi_exsitu.atomic import atomic_write_json
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.dataset import MapDataset, subsample
-from sbi_exsitu.data.exsitu_fraction import fit_mass_scale
 from sbi_exsitu.device import configure_threads, resolve_device
-from sbi_exsitu.errors import ConfigError, DatasetError
+from sbi_exsitu.errors import ConfigError
 from sbi_exsitu.posteriors.map.cvae import ConditionalVAE, CVAEConfig
 from sbi_exsitu.posteriors.map.latent_flow import build_latent_flow
 from sbi_exsitu.posteriors.map.noise import fit_shared_noise
+from sbi_exsitu.posteriors.map.pixel_noise import fit_pixel_noise
 from sbi_exsitu.posteriors.map.posterior import MapPosterior
 from sbi_exsitu.runs import RunDirectory
 from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.training.loop import discard_checkpoint, train_loop
-from sbi_exsitu.training.result import FitResult, prepare_run
+from sbi_exsitu.training.map_run import (
+    Batch,
+    MapArrays,
+    embedding_config,
+    ensure_dataset,
+    finish_map_run,
+    fit_run_mass_scale,
+    read_arrays,
+    train_batches,
+    validation_batches,
+)
+from sbi_exsitu.training.result import prepare_run
 
-__all__ = ["KLWarmup", "finish_map_run", "fit_map_posterior"]
-
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]
-
-
-# -- training ----------------------------------------------------------------------
-@dataclass
-class _Arrays:
-    """One split held in memory as tensors."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    mask: torch.Tensor
-
-    @classmethod
-    def read(cls, dataset: MapDataset, idx: np.ndarray) -> _Arrays:
-        return cls(
-            torch.from_numpy(dataset.maps(idx)),
-            torch.from_numpy(dataset.exsitu(idx)),
-            torch.from_numpy(dataset.mask(idx)),
-        )
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def batches(
-        self,
-        batch_size: int,
-        order: np.ndarray | None = None,
-        augment: torch.Generator | None = None,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        order = np.arange(len(self)) if order is None else order
-        for start in range(0, len(order), batch_size):
-            i = torch.from_numpy(order[start : start + batch_size])
-            x, y, m = self.x[i], self.y[i], self.mask[i]
-            if augment is not None:
-                from sbi_exsitu.embeddings import random_d4
-
-                # One group element per galaxy for maps, truth and mask alike.
-                stack = torch.cat([x, y[:, None], m[:, None].float()], dim=1)
-                stack = random_d4(stack, augment)
-                x, y, m = stack[:, :-2], stack[:, -2], stack[:, -1] > 0.5
-            yield x, y, m
-
-
-def _train_batches(
-    data: _Arrays, batch_size: int, seed: int, augment: bool
-) -> Callable[[int], Iterator[Batch]]:
-    """``epoch -> batches``: order and augmentation seeded by ``(seed, epoch)``."""
-
-    def batches(epoch: int) -> Iterator[Batch]:
-        gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
-        order = np.random.default_rng(derive_seed(seed, "order", epoch))
-        perm = order.permutation(len(data))
-        for x, y, m in data.batches(batch_size, perm, gen if augment else None):
-            yield x, y, m, gen
-
-    return batches
-
-
-def _validation_batches(data: _Arrays, seed: int) -> Callable[[], Iterator[Batch]]:
-    """The validation batches, with the same noise every epoch (comparable)."""
-
-    def batches() -> Iterator[Batch]:
-        gen = torch.Generator().manual_seed(derive_seed(seed, "validation"))
-        for x, y, m in data.batches(256):
-            yield x, y, m, gen
-
-    return batches
+__all__ = ["KLWarmup", "fit_map_posterior"]
 
 
 class KLWarmup:
@@ -138,8 +79,8 @@ class KLWarmup:
 
 def _train_cvae(
     cvae: ConditionalVAE,
-    train: _Arrays,
-    val: _Arrays,
+    train: MapArrays,
+    val: MapArrays,
     cfg: ExperimentConfig,
     settings: MapSettings,
     run: RunDirectory,
@@ -161,10 +102,10 @@ def _train_cvae(
     history = train_loop(
         cvae,
         loss,
-        _train_batches(
+        train_batches(
             train, cfg.training.batch_size, seed, cfg.training.augment == "d4"
         ),
-        _validation_batches(val, seed),
+        validation_batches(val, seed),
         cfg.training,
         checkpoint=run.checkpoint("cvae"),
         seed=seed,
@@ -181,8 +122,8 @@ def _train_cvae(
 def _train_flow(
     flow: nn.Module,
     cvae: ConditionalVAE,
-    train: _Arrays,
-    val: _Arrays,
+    train: MapArrays,
+    val: MapArrays,
     cfg: ExperimentConfig,
     settings: MapSettings,
     progress: bool,
@@ -205,8 +146,8 @@ def _train_flow(
     history = train_loop(
         flow,
         loss,
-        _train_batches(train, tr.batch_size, seed, tr.augment == "d4"),
-        _validation_batches(val, seed),
+        train_batches(train, tr.batch_size, seed, tr.augment == "d4"),
+        validation_batches(val, seed),
         dataclasses.replace(
             tr, max_epochs=settings.flow_epochs, patience=settings.flow_patience
         ),
@@ -215,15 +156,6 @@ def _train_flow(
         progress=progress,
     )
     return history.to_dict()
-
-
-def _ensure_dataset(cfg: ExperimentConfig) -> None:
-    # Convenience for the quickstart configs: simulate a missing training set.
-    if cfg.train_path.exists() or not cfg.simulate:
-        return
-    from sbi_exsitu.data.simulate import simulate
-
-    simulate(cfg.simulation_config(), cfg.train_path, workers=1, progress=False)
 
 
 def _build_models(
@@ -250,96 +182,8 @@ def _build_models(
             encoder_sees_obs=settings.encoder_sees_obs,
         )
     )
-    embedding_config = {
-        "name": p.embedding,
-        "in_channels": c,
-        "image_size": h,
-        "out_features": p.embedding_features,
-        "invariant": p.invariant,
-        **p.embedding_kwargs,
-    }
-    return cvae, build_latent_flow(embedding_config, settings), embedding_config
-
-
-def _read_arrays(
-    dataset: MapDataset, train_idx: np.ndarray, val_idx: np.ndarray
-) -> tuple[_Arrays, _Arrays]:
-    train, val = _Arrays.read(dataset, train_idx), _Arrays.read(dataset, val_idx)
-    if not (torch.isfinite(train.y).all() and torch.isfinite(val.y).all()):
-        raise DatasetError(
-            f"{dataset.path}: ex-situ maps contain NaN (data without "
-            "ex-situ flags cannot train the map posterior)"
-        )
-    return train, val
-
-
-def _evaluate(
-    posterior: MapPosterior,
-    dataset: MapDataset,
-    test: np.ndarray,
-    out_dir: Path,
-    *,
-    num_samples: int,
-    seed: int,
-    n_panels: int,
-) -> dict[str, Any]:
-    """Residuals, figures and the implied-f_ex calibration on the test maps."""
-    from sbi_exsitu.evaluation.map_coverage import map_calibration
-    from sbi_exsitu.evaluation.map_evaluation import evaluate_map_posterior
-
-    ev = evaluate_map_posterior(
-        posterior,
-        dataset,
-        test,
-        out_dir,
-        num_samples=num_samples,
-        seed=seed,
-        n_panels=n_panels,
-    )
-    metrics = {"test": ev["metrics"] | {"indices": test.tolist()}}
-    metrics["calibration"] = map_calibration(
-        posterior,
-        dataset,
-        test,
-        num_samples=num_samples,
-        seed=seed,
-        out_dir=out_dir,
-        samples=ev["samples"]["flow"],
-    )
-    return metrics
-
-
-def finish_map_run(
-    posterior: Any,
-    dataset: MapDataset,
-    splits: dict[str, np.ndarray],
-    run: RunDirectory,
-    cfg: ExperimentConfig,
-    settings: MapSettings,
-    metrics: dict[str, Any],
-    *,
-    evaluate: bool,
-    num_eval_samples: int | None,
-) -> FitResult:
-    """The last steps of every map model's fit: evaluate, write metrics, save.
-
-    Shared by the cVAE and the flow-matching trainers, so a finished run looks
-    the same whichever model made it; ``model.json`` is written last.
-    """
-    if evaluate:
-        test = subsample(splits["test"], settings.eval_max_obs, cfg.run.seed)
-        metrics |= _evaluate(
-            posterior,
-            dataset,
-            test,
-            run.path,
-            num_samples=num_eval_samples or settings.eval_samples,
-            seed=cfg.run.seed,
-            n_panels=settings.n_panels,
-        )
-    run.write_metrics(metrics)
-    posterior.save(run.path)  # model.json last: its presence marks a finished run
-    return FitResult(run_dir=run.path, posterior=posterior, metrics=metrics)
+    emb = embedding_config(cfg, shape)
+    return cvae, build_latent_flow(emb, settings), emb
 
 
 def fit_map_posterior(
@@ -386,23 +230,22 @@ def fit_map_posterior(
         warnings.warn(
             "the map posterior trains on CPU tensors; device ignored", stacklevel=2
         )
-    _ensure_dataset(cfg)
+    ensure_dataset(cfg)
     run, dataset, splits = prepare_run(cfg, overwrite)
     train_idx = subsample(splits["train"], settings.max_train, cfg.run.seed)
-    train, val = _read_arrays(dataset, train_idx, splits["validation"])
-    cvae, flow, embedding_config = _build_models(cfg, settings, dataset.shape)
+    train, val = read_arrays(dataset, train_idx, splits["validation"])
+    cvae, flow, emb_config = _build_models(cfg, settings, dataset.shape)
     t0 = time.perf_counter()
     hist_cvae = _train_cvae(cvae, train, val, cfg, settings, run, progress)
     hist_flow = _train_flow(flow, cvae, train, val, cfg, settings, progress)
     train_seconds = time.perf_counter() - t0
-    run.write_history({"cvae": hist_cvae, "flow": hist_flow})
     posterior = _assemble(
         cvae,
         flow,
         dataset,
         train,
         train_idx,
-        embedding_config,
+        emb_config,
         settings,
         {"train_seconds": train_seconds, "n_train": len(train_idx)},
     )
@@ -417,12 +260,23 @@ def fit_map_posterior(
         "mass_scale": posterior.mass_scale,
         "noise_rho": posterior.noise_rho,
     }
-    if settings.shared_noise:
-        val_idx = subsample(
-            splits["validation"],
-            settings.eval_max_obs,
-            derive_seed(cfg.run.seed, "noise"),
+    val_idx = subsample(
+        splits["validation"],
+        settings.eval_max_obs,
+        derive_seed(cfg.run.seed, "noise"),
+    )
+    if settings.pixel_calibration:
+        # Marginals first: the rho fit below draws with the calibrated noise.
+        scale, tail, metrics["pixel_noise_fit"] = fit_pixel_noise(
+            posterior,
+            dataset,
+            val_idx,
+            num_samples=settings.eval_samples,
+            seed=cfg.run.seed,
         )
+        posterior.noise_scale, posterior.noise_tail = scale, tail
+        metrics |= {"noise_scale": scale, "noise_tail": tail}
+    if settings.shared_noise:
         posterior.noise_rho, metrics["shared_noise_fit"] = fit_shared_noise(
             posterior,
             dataset,
@@ -437,7 +291,8 @@ def fit_map_posterior(
     save_figure(plot_map_training(hist_cvae, hist_flow), run / "training_curves")
     return finish_map_run(
         posterior, dataset, splits, run, cfg, settings, metrics,
-        evaluate=evaluate, num_eval_samples=num_eval_samples,
+        {"cvae": hist_cvae, "flow": hist_flow}, train_idx=train_idx,
+        evaluate=evaluate, num_eval_samples=num_eval_samples, progress=progress,
     )  # fmt: skip
 
 
@@ -445,24 +300,14 @@ def _assemble(
     cvae: ConditionalVAE,
     flow: nn.Module,
     dataset: MapDataset,
-    train: _Arrays,
+    train: MapArrays,
     train_idx: np.ndarray,
     embedding_config: dict[str, Any],
     settings: MapSettings,
     metadata: dict[str, Any],
 ) -> MapPosterior:
     """The posterior of the trained modules, with the f_ex mass scale fitted."""
-    mass_scale = (
-        fit_mass_scale(
-            train.y.numpy(),
-            train.x.numpy(),
-            train.mask.numpy(),
-            dataset.labels["f_ex"][train_idx],
-            dataset.render_config,
-        )
-        if dataset.has_labels
-        else None
-    )
+    mass_scale = fit_run_mass_scale(dataset, train, train_idx)
     return MapPosterior(
         cvae,
         flow,

@@ -4,8 +4,9 @@ One phase on the galaxy-grouped splits: Adam on the conditional flow-matching
 loss (:mod:`sbi_exsitu.posteriors.map.flow_matching`) with early stopping on the
 validation split (fixed noise and times per epoch, so epochs compare) and D4
 augmentation applied jointly to observations, ex-situ maps and masks; then the
-f_ex mass scale (:mod:`sbi_exsitu.data.exsitu_fraction`) and the test-split
-evaluation shared with the cVAE (:mod:`sbi_exsitu.training.map`). The trained model is
+f_ex mass scale (:mod:`sbi_exsitu.data.exsitu_fraction`), the outside-mask
+head and the test-split evaluation shared with the cVAE
+(:mod:`sbi_exsitu.training.map_run`). The trained model is
 :class:`sbi_exsitu.posteriors.map.fm_posterior.FlowMatchingMapPosterior`.
 """
 
@@ -20,21 +21,21 @@ import torch.nn as nn
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.dataset import subsample
-from sbi_exsitu.data.exsitu_fraction import fit_mass_scale
 from sbi_exsitu.device import configure_threads
 from sbi_exsitu.posteriors.map.flow_matching import FlowMatchingConfig, MapFlowMatching
 from sbi_exsitu.posteriors.map.fm_posterior import FlowMatchingMapPosterior
 from sbi_exsitu.runs import RunDirectory
 from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.training.loop import discard_checkpoint, train_loop
-from sbi_exsitu.training.map import (
+from sbi_exsitu.training.map_run import (
     Batch,
-    _Arrays,
-    _ensure_dataset,
-    _read_arrays,
-    _train_batches,
-    _validation_batches,
+    MapArrays,
+    ensure_dataset,
     finish_map_run,
+    fit_run_mass_scale,
+    read_arrays,
+    train_batches,
+    validation_batches,
 )
 from sbi_exsitu.training.result import FitResult, prepare_run
 
@@ -43,8 +44,8 @@ __all__ = ["fit_flow_matching_map"]
 
 def _train(
     model: MapFlowMatching,
-    train: _Arrays,
-    val: _Arrays,
+    train: MapArrays,
+    val: MapArrays,
     cfg: ExperimentConfig,
     run: RunDirectory,
     progress: bool,
@@ -58,8 +59,8 @@ def _train(
     history = train_loop(
         model,
         loss,
-        _train_batches(train, tr.batch_size, seed, tr.augment == "d4"),
-        _validation_batches(val, seed),
+        train_batches(train, tr.batch_size, seed, tr.augment == "d4"),
+        validation_batches(val, seed),
         tr,
         checkpoint=run.checkpoint("flow_matching"),
         seed=seed,
@@ -98,10 +99,10 @@ def fit_flow_matching_map(
     """
     settings = MapSettings.from_config(cfg)
     configure_threads(cfg.run.threads)
-    _ensure_dataset(cfg)
+    ensure_dataset(cfg)
     run, dataset, splits = prepare_run(cfg, overwrite)
     train_idx = subsample(splits["train"], settings.max_train, cfg.run.seed)
-    train, val = _read_arrays(dataset, train_idx, splits["validation"])
+    train, val = read_arrays(dataset, train_idx, splits["validation"])
     c, h, _ = dataset.shape
     torch.manual_seed(cfg.run.seed)
     model = MapFlowMatching(
@@ -117,19 +118,7 @@ def fit_flow_matching_map(
     t0 = time.perf_counter()
     hist = _train(model, train, val, cfg, run, progress)
     train_seconds = time.perf_counter() - t0
-    run.write_history({"flow_matching": hist})
-    labels = dataset.labels["f_ex"][train_idx]
-    mass_scale = (
-        fit_mass_scale(
-            train.y.numpy(),
-            train.x.numpy(),
-            train.mask.numpy(),
-            labels,
-            dataset.render_config,
-        )
-        if dataset.has_labels
-        else None
-    )
+    mass_scale = fit_run_mass_scale(dataset, train, train_idx)
     posterior = FlowMatchingMapPosterior(
         model,
         dataset.render_config,
@@ -154,5 +143,6 @@ def fit_flow_matching_map(
     }
     return finish_map_run(
         posterior, dataset, splits, run, cfg, settings, metrics,
-        evaluate=evaluate, num_eval_samples=num_eval_samples,
+        {"flow_matching": hist}, train_idx=train_idx,
+        evaluate=evaluate, num_eval_samples=num_eval_samples, progress=progress,
     )  # fmt: skip

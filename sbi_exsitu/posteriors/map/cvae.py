@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sbi_exsitu.posteriors.map.noise import shared_normal
+from sbi_exsitu.posteriors.map.pixel_noise import tail_noise
 
 __all__ = [
     "CVAEConfig",
@@ -71,6 +72,7 @@ __all__ = [
     "MapEncoder",
     "censored_gaussian_mean",
     "censored_gaussian_nll",
+    "conv_block",
     "sample_censored_gaussian",
 ]
 
@@ -131,7 +133,8 @@ class CVAEConfig:
         return cls(**data)
 
 
-def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+def conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    """3x3 convolution, GroupNorm, SiLU (shared with the flow-matching U-Net)."""
     # GroupNorm: batch-independent, so a single observation samples the same
     # function as the training batches.
     return nn.Sequential(
@@ -149,9 +152,9 @@ class ConditionPyramid(nn.Module):
 
     def __init__(self, cfg: CVAEConfig):
         super().__init__()
-        self.stem = _block(cfg.in_channels + 1, cfg.channels(0))
+        self.stem = conv_block(cfg.in_channels + 1, cfg.channels(0))
         self.down = nn.ModuleList(
-            _block(cfg.channels(k), cfg.channels(k + 1), stride=2)
+            conv_block(cfg.channels(k), cfg.channels(k + 1), stride=2)
             for k in range(cfg.levels)
         )
 
@@ -173,9 +176,9 @@ class MapEncoder(nn.Module):
         # full-resolution convolutions dominate the cost on CPU.
         self.sees_obs = cfg.encoder_sees_obs
         c_in = 2 + (cfg.in_channels if cfg.encoder_sees_obs else 0)
-        layers = [_block(c_in, cfg.channels(1), stride=2)]
+        layers = [conv_block(c_in, cfg.channels(1), stride=2)]
         layers += [
-            _block(cfg.channels(k), cfg.channels(k + 1), stride=2)
+            conv_block(cfg.channels(k), cfg.channels(k + 1), stride=2)
             for k in range(1, cfg.levels)
         ]
         self.net = nn.Sequential(*layers)
@@ -207,9 +210,9 @@ class MapDecoder(nn.Module):
         c = self.c_top
         for level in range(top, -1, -1):
             c_out = cfg.channels(level)
-            stage = [_block(c + cfg.channels(level), c_out)]
+            stage = [conv_block(c + cfg.channels(level), c_out)]
             if level:  # one block at full resolution, where convolutions cost most
-                stage.append(_block(c_out, c_out))
+                stage.append(conv_block(c_out, c_out))
             self.stages.append(nn.Sequential(*stage))
             c = c_out
         self.out = nn.Conv2d(c, 2, 1)
@@ -262,15 +265,18 @@ def sample_censored_gaussian(
     sigma: Tensor,
     generator: torch.Generator | None = None,
     shared: float = 0.0,
+    scale: float = 1.0,
+    tail: float = 1.0,
 ) -> Tensor:
     """Draws clip(mu + sigma * eps, 0, 1): exact samples of the pixel likelihood.
 
     ``shared`` is the correlation rho of the noise between the pixels of one
     (B, H, W) map (:mod:`sbi_exsitu.posteriors.map.noise`); the marginals do not depend
-    on it.
+    on it. ``scale`` and ``tail`` recalibrate the noise's marginal
+    (:func:`sbi_exsitu.posteriors.map.pixel_noise.tail_noise`; 1, 1 = Gaussian).
     """
     eps = shared_normal(mu.shape, shared, generator, dtype=mu.dtype, device=mu.device)
-    return (mu + sigma * eps).clamp(0.0, 1.0)
+    return (mu + sigma * tail_noise(eps, scale, tail)).clamp(0.0, 1.0)
 
 
 class ConditionalVAE(nn.Module):

@@ -48,6 +48,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from sbi_exsitu.posteriors.map.cvae import conv_block
+
 __all__ = ["FlowMatchingConfig", "MapFlowMatching", "VectorFieldUNet"]
 
 
@@ -102,15 +104,6 @@ class FlowMatchingConfig:
         return cls(**data)
 
 
-def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    # GroupNorm: batch-independent, so one observation samples the same function.
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
-        nn.GroupNorm(max(1, c_out // 4), c_out),
-        nn.SiLU(),
-    )
-
-
 def _time_features(t: Tensor, n: int = 16) -> Tensor:
     """(B,) times in [0, 1] to (B, n) sinusoidal features."""
     freqs = torch.exp(torch.linspace(0.0, math.log(100.0), n // 2, device=t.device))
@@ -129,21 +122,23 @@ class VectorFieldUNet(nn.Module):
         super().__init__()
         L, c, p2 = cfg.levels, cfg.channels, cfg.patch**2
         self.patch = cfg.patch
-        self.cond_stem = _block((cfg.in_channels + 1) * p2, c(0))
+        self.cond_stem = conv_block((cfg.in_channels + 1) * p2, c(0))
         self.cond_down = nn.ModuleList(
-            _block(c(k), c(k + 1), stride=2) for k in range(L)
+            conv_block(c(k), c(k + 1), stride=2) for k in range(L)
         )
         self.stem = nn.Conv2d(p2, c(0), 3, padding=1)
-        self.enc0 = _block(c(0), c(0))
-        self.down = nn.ModuleList(_block(c(k), c(k + 1), stride=2) for k in range(L))
-        self.mid = _block(c(L), c(L))
+        self.enc0 = conv_block(c(0), c(0))
+        self.down = nn.ModuleList(
+            conv_block(c(k), c(k + 1), stride=2) for k in range(L)
+        )
+        self.mid = conv_block(c(L), c(L))
         self.glob = (
             nn.Sequential(nn.Linear(2 * c(L), 64), nn.SiLU(), nn.Linear(64, c(L)))
             if cfg.global_context
             else None
         )
         self.up = nn.ModuleList(
-            _block(c(k + 1) + c(k), c(k)) for k in reversed(range(L))
+            conv_block(c(k + 1) + c(k), c(k)) for k in reversed(range(L))
         )
         self.time = nn.Sequential(nn.Linear(16, 64), nn.SiLU())
         self.time_bias = nn.ModuleList(nn.Linear(64, c(k)) for k in range(L + 1))

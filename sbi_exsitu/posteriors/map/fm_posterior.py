@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,9 @@ import torch
 from sbi_exsitu.config.map import MapSettings
 from sbi_exsitu.data.render import RenderConfig
 from sbi_exsitu.device import resolve_device
-from sbi_exsitu.errors import RunError
 from sbi_exsitu.posteriors.map.flow_matching import FlowMatchingConfig, MapFlowMatching
+from sbi_exsitu.posteriors.map.io import read_map_run, restore_common, save_map_run
 from sbi_exsitu.posteriors.map.posterior import MapPosterior
-from sbi_exsitu.runs import RunDirectory
 
 __all__ = ["FlowMatchingMapPosterior"]
 
@@ -104,24 +102,14 @@ class FlowMatchingMapPosterior(MapPosterior):
         )
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write ``weights/flow_matching.pt`` and ``model.json``."""
-        run_dir = Path(run_dir)
-        run = RunDirectory(run_dir)
-        run.save_weights("flow_matching", self.model.state_dict())
-        run.write_model(
-            {
-                "format": 1,
-                "kind": self.kind,
-                "model": "flow_matching",
-                "flow_matching": self.model.cfg.to_dict(),
-                "settings": dataclasses.asdict(self.settings),
-                "render_config": self.render_config.to_dict(),
-                "mass_scale": self.mass_scale,
-                "metadata": self.metadata,
-            },
+        """Write ``weights/flow_matching.pt`` (``outside.pt``) and ``model.json``."""
+        return save_map_run(
+            self,
+            run_dir,
+            "flow_matching",
+            {"flow_matching": self.model},
+            {"flow_matching": self.model.cfg.to_dict()},
         )
-        self.run_dir = run_dir
-        return run_dir
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> FlowMatchingMapPosterior:
@@ -132,27 +120,20 @@ class FlowMatchingMapPosterior(MapPosterior):
             StateFileError: the weights file is missing or truncated.
             WeightsMismatchError: a weights file of another architecture.
         """
-        run_dir = Path(run_dir)
-        run = RunDirectory(run_dir)
-        meta = run.read_model()
-        if meta.get("kind") != "map" or meta.get("model") != "flow_matching":
-            raise RunError(
-                f"{run.model_file}: kind {meta.get('kind')!r}, model "
-                f"{meta.get('model')!r}; expected a 'map' run of model "
-                "'flow_matching'"
-            )
+        run, meta = read_map_run(run_dir, "flow_matching")
         dev = resolve_device(device)
         model = MapFlowMatching(FlowMatchingConfig.from_dict(meta["flow_matching"]))
         run.load_into(model, "flow_matching", dev)
-        return cls(
+        post = cls(
             model,
             RenderConfig.from_dict(meta["render_config"]),
             MapSettings(**meta["settings"]),
             mass_scale=meta.get("mass_scale"),
             device=dev,
-            run_dir=run_dir,
+            run_dir=Path(run_dir),
             metadata=meta.get("metadata"),
         )
+        return restore_common(post, run, meta)
 
     def __repr__(self) -> str:
         cfg = self.model.cfg

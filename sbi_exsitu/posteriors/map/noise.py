@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbi_exsitu.posteriors.map.pixel_noise import tail_noise
 from sbi_exsitu.seeding import derive_seed
 
 __all__ = ["RHO_GRID", "crps_ensemble", "fit_shared_noise", "shared_normal"]
@@ -164,7 +165,12 @@ def fit_shared_noise(
         g = torch.randn(mu.shape[:2] + (1, 1), generator=gen).numpy()
         white = torch.randn(mu.shape, generator=gen).numpy()
         for k, rho in enumerate(grid):
-            eps = _mix(g, white, rho)
+            # The pixel-noise calibration (scale, tail) acts on the mixed noise.
+            eps = tail_noise(
+                _mix(g, white, rho),
+                getattr(post, "noise_scale", 1.0),
+                getattr(post, "noise_tail", 1.0),
+            )
             draws = np.clip(mu + sigma * eps, 0.0, 1.0) * m[:, None]
             f_draws[k].append(implied_fex(draws, w))
     truth = np.concatenate(f_true)

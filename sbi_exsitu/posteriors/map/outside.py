@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sbi_exsitu.data.exsitu_fraction import implied_fex
+from sbi_exsitu.runs import RunDirectory
 
-__all__ = ["OutsideMaskHead", "galaxy_fex"]
+__all__ = [
+    "OutsideMaskHead",
+    "build_outside_head",
+    "galaxy_fex",
+    "load_outside_head",
+    "save_outside_head",
+]
+
+#: Weights file of the head in a run directory (``weights/outside.pt``).
+WEIGHTS_NAME = "outside"
 
 
 class OutsideMaskHead(nn.Module):
@@ -119,3 +130,53 @@ def galaxy_fex(
     )
     eps = np.random.default_rng(seed).standard_normal(f_in.shape)
     return np.clip(f_in + mean[:, None] + std[:, None] * eps, 0.0, 1.0)
+
+
+def build_outside_head(
+    embedding_config: dict[str, Any], hidden: int = 64
+) -> OutsideMaskHead:
+    """A fresh head on ``embeddings.build_embedding(**embedding_config)``."""
+    from sbi_exsitu.embeddings import build_embedding
+
+    emb = build_embedding(**embedding_config)
+    head = OutsideMaskHead(emb, int(embedding_config["out_features"]), hidden)
+    # What save_outside_head stores in model.json to rebuild it.
+    head.config = {"embedding": dict(embedding_config), "hidden": int(hidden)}
+    return head
+
+
+def save_outside_head(
+    run: RunDirectory, head: OutsideMaskHead | None
+) -> dict[str, Any] | None:
+    """Write ``weights/outside.pt``; the ``model.json`` entry (None: no head).
+
+    The head must come from :func:`build_outside_head` (its ``config``).
+    """
+    if head is None:
+        return None
+    run.save_weights(WEIGHTS_NAME, head.state_dict())
+    return dict(head.config)
+
+
+def load_outside_head(
+    run: RunDirectory, meta: dict[str, Any]
+) -> OutsideMaskHead | None:
+    """The head of a run from its ``model.json`` entry, or None.
+
+    A run saved before the head existed has no ``outside_head`` key: it loads
+    without the head, with a warning that its f_ex is the in-mask one only.
+    """
+    if "outside_head" not in meta:
+        warnings.warn(
+            f"{run.model_file}: this map run predates the outside-mask head; "
+            "its implied f_ex is the in-mask f_ex only (no whole-galaxy f_ex "
+            "columns). Re-run `sbi-exsitu fit` to train the head",
+            stacklevel=3,
+        )
+        return None
+    entry = meta["outside_head"]
+    if entry is None:  # trained with [map] outside_head = false, or no labels
+        return None
+    head = build_outside_head(entry["embedding"], entry["hidden"])
+    run.load_into(head, WEIGHTS_NAME, "cpu")  # sampled on CPU, like its inputs
+    return head.eval()

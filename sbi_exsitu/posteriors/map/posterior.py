@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.data.exsitu_fraction import implied_fex, mass_weights
 from sbi_exsitu.data.render import RenderConfig
 from sbi_exsitu.device import resolve_device
-from sbi_exsitu.errors import RunError
 from sbi_exsitu.posteriors.base import Posterior
 from sbi_exsitu.posteriors.map.cvae import (
     ConditionalVAE,
@@ -58,10 +56,11 @@ from sbi_exsitu.posteriors.map.cvae import (
     sample_censored_gaussian,
 )
 from sbi_exsitu.posteriors.map.fast_decoder import FastDecoder
+from sbi_exsitu.posteriors.map.io import read_map_run, restore_common, save_map_run
 from sbi_exsitu.posteriors.map.latent_flow import LatentFlow, build_latent_flow
+from sbi_exsitu.posteriors.map.outside import OutsideMaskHead, galaxy_fex
 from sbi_exsitu.posteriors.map.summary import MapSummary
-from sbi_exsitu.posteriors.summary import highest_density_intervals
-from sbi_exsitu.runs import RunDirectory
+from sbi_exsitu.seeding import derive_seed
 
 __all__ = [
     "LatentFlow",
@@ -120,6 +119,13 @@ class MapPosterior(Posterior):
     #: (the same function to float32 rounding, 3-4x faster at 64 px); False
     #: uses the plain decoder (kept as the reference in the tests).
     fast_decoder: bool = True
+    #: The trained outside-mask head (:mod:`sbi_exsitu.posteriors.map.outside`),
+    #: or None: :meth:`summarize` then reports the in-mask f_ex only.
+    outside_head: OutsideMaskHead | None = None
+    #: Pixel-noise calibration (:func:`~sbi_exsitu.posteriors.map.noise.tail_noise`,
+    #: fitted on the validation split): scale and tail weight of the noise.
+    noise_scale: float = 1.0
+    noise_tail: float = 1.0
 
     def __init__(
         self,
@@ -212,6 +218,10 @@ class MapPosterior(Posterior):
             return self.flow(x).sample((num,))
         raise ValueError(f"method is {method!r}, expected one of {list(METHODS)}")
 
+    @property
+    def _noise_shape(self) -> tuple[float, float]:
+        return self.noise_scale, self.noise_tail
+
     def _decoder(self) -> FastDecoder | None:
         """The sampling-time decoder, or None for the plain one.
 
@@ -251,7 +261,9 @@ class MapPosterior(Posterior):
             # Latent-major (s * B, H, W) either way: the same random numbers
             # go to the same pixels on both paths.
             if noise:
-                y = sample_censored_gaussian(mu, sigma, generator, self.noise_rho)
+                y = sample_censored_gaussian(
+                    mu, sigma, generator, self.noise_rho, *self._noise_shape
+                )
             else:
                 y = censored_gaussian_mean(mu, sigma)
             y = torch.where(mask.repeat(len(zs), 1, 1), y, torch.zeros_like(y))
@@ -389,19 +401,29 @@ class MapPosterior(Posterior):
                 mask=msk,
             )
         weights, kind = self.mass_weights(arr, msk, mass=mass)
-        f = implied_fex(samples, weights)
-        hdi68, hdi95 = highest_density_intervals(f)
-        return MapSummary(
-            mean=samples.mean(axis=1),
-            std=samples.std(axis=1),
-            mask=msk,
-            f_ex_median=np.median(f, axis=1),
-            f_ex_mean=f.mean(axis=1),
-            f_ex_std=f.std(axis=1),
-            f_ex_hdi68=hdi68,
-            f_ex_hdi95=hdi95,
-            weighting=kind,
+        f_gal = self.galaxy_fex(arr, msk, samples, seed=seed)
+        return MapSummary.from_draws(
+            samples, msk, implied_fex(samples, weights), kind, f_gal
         )
+
+    def galaxy_fex(
+        self,
+        maps: np.ndarray,
+        mask: np.ndarray,
+        samples: np.ndarray,
+        *,
+        seed: int | None = 0,
+    ) -> np.ndarray | None:
+        """(n, S) whole-galaxy f_ex draws of (n, S, H, W) map draws, or None.
+
+        The in-mask f_ex of every draw plus one draw of the outside-mask term
+        (:func:`~sbi_exsitu.posteriors.map.outside.galaxy_fex`); None for a
+        run without the head (``outside_head``).
+        """
+        if self.outside_head is None:
+            return None
+        s = None if seed is None else derive_seed(seed, "outside")
+        return galaxy_fex(self, self.outside_head, maps, mask, samples, seed=s)
 
     def mass_weights(
         self, maps: np.ndarray, mask: np.ndarray, mass: np.ndarray | None = None
@@ -421,27 +443,14 @@ class MapPosterior(Posterior):
 
     # -- persistence ---------------------------------------------------------------
     def save(self, run_dir: str | Path) -> Path:
-        """Write ``weights/cvae.pt``, ``weights/flow.pt`` and ``model.json``."""
-        run_dir = Path(run_dir)
-        run = RunDirectory(run_dir)
-        for name, module in (("cvae", self.cvae), ("flow", self.flow)):
-            run.save_weights(name, module.state_dict())
-        run.write_model(
-            {
-                "format": 1,
-                "kind": self.kind,
-                "model": "cvae",
-                "cvae": self.cvae.cfg.to_dict(),
-                "embedding": self.embedding_config,
-                "settings": dataclasses.asdict(self.settings),
-                "render_config": self.render_config.to_dict(),
-                "mass_scale": self.mass_scale,
-                "noise_rho": self.noise_rho,
-                "metadata": self.metadata,
-            },
+        """Write ``weights/cvae.pt``, ``flow.pt`` (``outside.pt``), ``model.json``."""
+        return save_map_run(
+            self,
+            run_dir,
+            "cvae",
+            {"cvae": self.cvae, "flow": self.flow},
+            {"cvae": self.cvae.cfg.to_dict(), "embedding": self.embedding_config},
         )
-        self.run_dir = run_dir
-        return run_dir
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> MapPosterior:
@@ -453,16 +462,7 @@ class MapPosterior(Posterior):
             WeightsMismatchError: a weights file of another architecture.
             CorruptWeightsError: a weights file holds NaN or inf (re-train).
         """
-        run_dir = Path(run_dir)
-        run = RunDirectory(run_dir)
-        meta = run.read_model()
-        if meta.get("kind") != "map":
-            raise RunError(f"{run.model_file}: kind is {meta.get('kind')!r}, not 'map'")
-        if meta.get("model", "cvae") != "cvae":
-            raise RunError(
-                f"{run.model_file}: a map run of model {meta.get('model')!r}, not "
-                "the cVAE; load it with sbi_exsitu.load_posterior"
-            )
+        run, meta = read_map_run(run_dir, "cvae")
         dev = resolve_device(device)
         settings = MapSettings(**meta["settings"])
         cvae = ConditionalVAE(CVAEConfig.from_dict(meta["cvae"]))
@@ -470,7 +470,7 @@ class MapPosterior(Posterior):
         run.load_into(cvae, "cvae", dev)
         # Runs saved before the latent standardisation have no z_loc/z_scale.
         run.load_into(flow, "flow", dev, fill_missing=True)
-        return cls(
+        post = cls(
             cvae,
             flow,
             RenderConfig.from_dict(meta["render_config"]),
@@ -479,15 +479,17 @@ class MapPosterior(Posterior):
             mass_scale=meta.get("mass_scale"),
             noise_rho=meta.get("noise_rho", 0.0),  # runs before the shared noise
             device=dev,
-            run_dir=run_dir,
+            run_dir=Path(run_dir),
             metadata=meta.get("metadata"),
         )
+        return restore_common(post, run, meta)
 
     def __repr__(self) -> str:
         return (
             f"MapPosterior(x_shape={self.x_shape}, latent_dim="
             f"{self.cvae.cfg.latent_dim}, mass_scale={self.mass_scale}, "
-            f"noise_rho={self.noise_rho:.3g})"
+            f"noise_rho={self.noise_rho:.3g}, "
+            f"outside_head={self.outside_head is not None})"
         )
 
 
