@@ -40,7 +40,7 @@ import numpy as np
 
 from sbi_exsitu.config.experiment import MisspecificationSection
 from sbi_exsitu.data.dataset import MapDataset
-from sbi_exsitu.data.simulate import SimulationConfig, simulate
+from sbi_exsitu.data.simulate import SimulationConfig, simulate, stored_simulation
 from sbi_exsitu.errors import DatasetError, DetectorUnavailableError, RunError
 from sbi_exsitu.runs import CALIBRATION_DATA, CONFIG_FILE, DETECTOR_DIR, RunDirectory
 from sbi_exsitu.schema import ConfigError, take_section
@@ -82,8 +82,7 @@ def calibration_simulation(
     Raises:
         DetectorUnavailableError: ``train`` was not written by ``simulate`` (no
             ``simulation`` attributes, e.g. a union of two datasets).
-        DatasetError: the stored simulation no longer renders like ``train``,
-            or the formation model's parameters changed since.
+        DatasetError: the stored simulation no longer renders like ``train``.
     """
     attrs = train.attrs
     doc = attrs.get("simulation")
@@ -95,28 +94,20 @@ def calibration_simulation(
             "calibration_data = an in-model dataset rendered like it, or "
             "calibration_galaxies = 0 (calibrate on the validation split)"
         )
-    sim = dict(doc["simulate"])
-    sim |= {"n_galaxies": n_galaxies, "seed": calibration_seed(run_seed, sim["seed"])}
     where = f"{train.path} (its 'simulation' attributes)"
     try:
-        cfg = SimulationConfig.from_dict({**doc, "simulate": sim}, where=where)
+        # The full stored model parameters, not the config's overrides: the
+        # new galaxies are in-model even if a later version changed a default.
+        stored = stored_simulation(attrs)
     except ConfigError as err:
         raise DatasetError(f"cannot simulate calibration galaxies: {err}") from None
+    seed = calibration_seed(run_seed, stored.seed)
+    cfg = dataclasses.replace(stored, n_galaxies=n_galaxies, seed=seed)
     if cfg.render != train.render_config:
         raise DatasetError(
             f"{where}: the stored simulation renders unlike the dataset's maps ("
             + "; ".join(cfg.render.diff(train.render_config))
             + "); re-simulate the training set"
-        )
-    stored = attrs.get("model_params")
-    now = cfg.formation_model().params()
-    if stored is not None and _jsonable(now) != _jsonable(stored):
-        changed = sorted(k for k in now if _jsonable(now[k]) != _jsonable(stored[k]))
-        raise DatasetError(
-            f"{where}: the formation model's parameters changed since the training "
-            f"set was simulated ({', '.join(changed) or 'their names'}), so new "
-            "galaxies would not be in-model; re-simulate the training set or give "
-            "[misspecification] calibration_data"
         )
     return cfg
 
@@ -173,12 +164,6 @@ def run_calibration_settings(run: RunDirectory) -> tuple[MisspecificationSection
         return section, int(doc.get("run", {}).get("seed", 0))
     except (ValueError, AttributeError) as err:  # ConfigError is a ValueError
         raise RunError(f"{run.config_file}: unreadable ({err})") from None
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value))
 
 
 def detector_for_run(

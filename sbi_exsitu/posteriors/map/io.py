@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from sbi_exsitu.errors import RunError
 from sbi_exsitu.posteriors.map.outside import load_outside_head, save_outside_head
 from sbi_exsitu.runs import RunDirectory
+
+if TYPE_CHECKING:  # only a type: the state_dicts are written by RunDirectory
+    import torch
 
 __all__ = ["check_map_meta", "read_map_run", "restore_common", "save_map_run"]
 
