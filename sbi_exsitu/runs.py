@@ -127,6 +127,7 @@ def dataset_identity(dataset: Any) -> dict[str, Any]:
         "n_samples": n,
         "n_galaxies": len(np.unique(dataset.labels["galaxy_id"])),
         "render_config": dataset.render_config.to_dict(),
+        "max_particles": dataset.particle_cap,  # `render --like` caps at it
         "sha256": digest.hexdigest(),
         "hashed": f"all labels and the maps of {min(n, HASHED_MAPS)} samples",
     }
@@ -136,8 +137,7 @@ def _data_change(stored: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     """How ``now`` differs from the stored identity ("" if it does not)."""
     if stored.get("render_config") != now["render_config"]:
         return "its maps were rendered with another render config"
-    size = ("n_galaxies", "n_samples")
-    if any(stored.get(k) != now[k] for k in size):
+    if any(stored.get(k) != now[k] for k in ("n_galaxies", "n_samples")):
         return (
             f"the training dataset now has {now['n_galaxies']} galaxies / "
             f"{now['n_samples']} samples, the run was trained on "

@@ -20,6 +20,7 @@ from sbi_exsitu.data.readers.fixtures import (
 from sbi_exsitu.data.render import RenderConfig
 from sbi_exsitu.errors import DatasetError, RenderConfigMismatch
 from sbi_exsitu.runs import RunDirectory
+from sbi_exsitu.studies.predict import training_particle_cap
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -174,3 +175,23 @@ def test_summarize_flags_by_default(toy_run, tmp_path: Path) -> None:
     assert {"misspec_score", "misspec_pvalue", "misspec_flag"} <= set(cols)
     off = post.summarize(maps, 50, misspecification=False).to_columns()
     assert not any(k.startswith("misspec") for k in off)
+
+
+def test_render_like_a_run_caps_particles_at_its_training_cap(tmp_path: Path) -> None:
+    cutout = write_tng_cutout(tmp_path / "cutout_1.hdf5", symmetric_galaxy(1500)).path
+    run = _fake_run(tmp_path / "run", RenderConfig(resolution=12, min_pixels=1))
+    (run / "data.json").write_text(json.dumps({"max_particles": 1000}))
+    assert training_particle_cap(run) == 1000
+    res = _render(str(cutout), "-o", str(tmp_path / "a.h5"), "--like", str(run))
+    assert res.exit_code == 0, res.output
+    assert "capping galaxies at 1000 particles" in res.output
+    assert "particles: 3001 -> 1000 (max_particles)" in res.output
+    res = _render(
+        str(cutout), "-o", str(tmp_path / "b.h5"), "--like", str(run),
+        "--max-particles", "0",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    with MapDataset(tmp_path / "a.h5") as a, MapDataset(tmp_path / "b.h5") as b:
+        assert (a.particle_cap, b.particle_cap) == (1000, None)
+    res = _render(str(cutout), "-o", str(tmp_path / "c.h5"), "--max-particles", "-1")
+    assert res.exit_code != 0 and "--max-particles is -1" in res.output

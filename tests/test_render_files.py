@@ -168,3 +168,48 @@ def test_cli_render(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 2 and "resolution" in res.output
+
+
+def test_max_particles_caps_each_galaxy_keeping_its_labels(tmp_path: Path) -> None:
+    p = galaxy(5)  # 3,001 particles with ex-situ flags
+    fx = write_tng_cutout(tmp_path / "cutout_5.hdf5", p)
+    write_insitu_flags(tmp_path / "cutout_5_flags.hdf5", fx.insitu, fx.particle_ids)
+    kw = dict(config=CONFIG, views=4, flags=str(tmp_path / "{stem}_flags.hdf5"))
+    full = render_files([fx.path], tmp_path / "full.h5", **kw)
+    a = render_files([fx.path], tmp_path / "a.h5", max_particles=750, **kw)
+    again = render_files([fx.path], tmp_path / "again.h5", max_particles=750, **kw)
+    other = render_files([fx.path], tmp_path / "b.h5", max_particles=750, seed=1, **kw)
+    assert a.provenance[str(fx.path)]["particles"] == f"{len(p)} -> 750 (max_particles)"
+    assert "particles" not in full.provenance[str(fx.path)]
+    with (
+        MapDataset(tmp_path / "full.h5") as f,
+        MapDataset(tmp_path / "a.h5") as d,
+        MapDataset(tmp_path / "again.h5") as e,
+        MapDataset(tmp_path / "b.h5") as o,
+    ):
+        assert (f.particle_cap, d.particle_cap) == (None, 750)
+        # The labels are the full galaxy's: the cap changes the maps only.
+        for key in ("f_ex", "log_mstar", "half_mass_radius"):
+            np.testing.assert_array_equal(d.labels[key], f.labels[key])
+        assert not np.allclose(d.maps(slice(None)), f.maps(slice(None)))
+        np.testing.assert_array_equal(d.maps(slice(None)), e.maps(slice(None)))
+        assert not np.array_equal(d.maps(slice(None)), o.maps(slice(None)))
+    assert (again.n_galaxies, other.n_galaxies) == (1, 1)
+    with pytest.raises(ValueError, match="max_particles is 0"):
+        render_files([fx.path], tmp_path / "c.h5", max_particles=0, **kw)
+
+
+def test_particle_cap_warning_names_the_fix(tmp_path: Path) -> None:
+    from sbi_exsitu.data.compatibility import particle_cap_warning
+
+    fx = write_tng_cutout(tmp_path / "cutout_6.hdf5", galaxy(6))
+    render_files([fx.path], tmp_path / "raw.h5", config=CONFIG, views=4)
+    render_files(
+        [fx.path], tmp_path / "cap.h5", config=CONFIG, views=4, max_particles=1000
+    )
+    with MapDataset(tmp_path / "raw.h5") as raw, MapDataset(tmp_path / "cap.h5") as cap:
+        msg = particle_cap_warning(1000, raw, "runs/x")
+        assert "no particle cap" in msg and "--like runs/x" in msg
+        assert particle_cap_warning(1000, cap) is None
+        assert "a cap of 1000" in particle_cap_warning(500, cap)
+        assert particle_cap_warning(None, raw) is None  # the run had no cap

@@ -112,6 +112,8 @@ def test_views_get_different_counts_and_stored_option(augmented) -> None:
     assert counts.min() < 0.5 * N_PARTICLES < counts.max()
     with MapDataset(out) as ds:
         stored = ds.attrs["simulation"]["simulate"]["particle_subsample"]
+        # The augmentation only removes particles: the cap is the model's.
+        assert ds.particle_cap == N_PARTICLES >= counts.max()
     assert stored == [0.25, 1.0]
 
 

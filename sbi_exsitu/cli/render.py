@@ -79,6 +79,13 @@ def render(
     scheduler: str | None = typer.Option(
         None, help="Address of an existing Dask scheduler."
     ),
+    max_particles: int | None = typer.Option(
+        None,
+        help="Render galaxies with more star particles from a random N of them "
+        "(masses scaled up, M* kept). Default with --like: the cap of the run's "
+        "training data; 0 keeps every particle.",
+    ),
+    seed: int = typer.Option(0, help="Seed of the particle subsamples."),
     resume: bool = typer.Option(False, help="Continue an interrupted output."),
     overwrite: bool = typer.Option(False, help="Replace an existing output."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -86,7 +93,9 @@ def render(
     """Render simulation cutouts into the dataset schema of ``simulate``.
 
     Files that cannot be read are reported and skipped; the exit code is 1 if
-    any file failed, 2 if none could be written.
+    any file failed, 2 if none could be written. With ``--like RUN`` galaxies
+    with more particles than the run's training galaxies are subsampled to that
+    cap: a posterior reads the smoother maps of many more particles low.
     """
     from sbi_exsitu.data.render_files import render_files
 
@@ -95,6 +104,14 @@ def render(
     if no_catalogue and catalogue is not None:
         raise fail("--catalogue and --no-catalogue exclude each other")
     render_config = resolve_render_config(config, like)
+    if max_particles is not None and max_particles < 0:
+        raise fail(f"--max-particles is {max_particles}; give N >= 1, or 0 for no cap")
+    if max_particles is None and like is not None:
+        from sbi_exsitu.studies.predict import training_particle_cap
+
+        max_particles = training_particle_cap(like)
+        if max_particles is not None:
+            typer.echo(f"capping galaxies at {max_particles} particles, as {like}")
     summary = render_files(
         files,
         output,
@@ -109,6 +126,8 @@ def render(
         resume=resume,
         overwrite=overwrite,
         progress=progress,
+        max_particles=max_particles or None,
+        seed=seed,
     )
     for path, notes in summary.provenance.items():
         typer.echo(f"{path}: " + "; ".join(f"{k}: {v}" for k, v in notes.items()))

@@ -47,7 +47,42 @@ __all__ = [
     "check_render_config",
     "check_sampling_size",
     "iter_observations",
+    "particle_cap_warning",
 ]
+
+
+def particle_cap_warning(
+    trained_cap: int | None, dataset: MapDataset, run_dir: str | Path | None = None
+) -> str | None:
+    """Why ``dataset``'s particle galaxies may be read low, or None.
+
+    A posterior trained on galaxies of at most ``trained_cap`` star particles
+    reads the smoother maps of a galaxy with many more as another galaxy (a mock
+    galaxy of f_ex 0.168: 0.148 from 12k particles, 0.098 from 60k). Only
+    ``render`` datasets (particle files) are judged: their ``max_particles``
+    attribute must be at most ``trained_cap``. ``simulate`` datasets are
+    judged by their model cap; ``ingest`` (observed maps) not at all.
+
+    Example:
+        >>> particle_cap_warning(None, None) is None  # the run had no cap
+        True
+    """
+    if trained_cap is None:
+        return None
+    source = dataset.attrs.get("source")
+    if source not in ("render", "simulate"):
+        return None
+    given = dataset.particle_cap
+    if given is not None and given <= trained_cap:
+        return None
+    run = "RUN" if run_dir is None else str(run_dir)
+    had = "no particle cap" if given is None else f"a cap of {given} particles"
+    return (
+        f"{dataset.path}: rendered with {had}, the run's training galaxies had at "
+        f"most {trained_cap}; galaxies with more particles give smoother maps, "
+        "which this posterior reads low and narrow. Render them again like the "
+        f"run: `sbi-exsitu render FILES --like {run} -o NEW.h5`"
+    )
 
 
 def check_render_config(

@@ -140,6 +140,30 @@ class MapDataset:
                 out[key] = value
         return out
 
+    @property
+    def particle_cap(self) -> int | None:
+        """The most star particles any galaxy of this dataset was rendered from.
+
+        A ``simulate`` dataset's model cap (``max_particles`` of its stored model
+        parameters; the ``[simulate] particle_subsample`` augmentation only ever
+        removes particles), a ``render`` dataset's ``max_particles`` (the cap its
+        galaxies were subsampled to, if any). None when the file does not say:
+        a ``render`` dataset without a cap, an ``ingest`` dataset (maps, not
+        particles), or a file from before the attribute.
+
+        Why it matters: a posterior trained on maps of at most N particles reads
+        the smoother maps of a galaxy with many more particles as another galaxy
+        (a galaxy of f_ex 0.168 read 0.148 from 12k particles, 0.098 from 60k;
+        ``benchmarks/particle_resampling.py``), so ``render --like RUN``
+        subsamples galaxies to the cap of the run's training data.
+        """
+        attrs = self.attrs
+        params = attrs.get("model_params")
+        if isinstance(params, dict) and params.get("max_particles") is not None:
+            return int(params["max_particles"])
+        cap = attrs.get("max_particles")
+        return None if cap is None else int(cap)
+
     def check_config(self, expected: RenderConfig) -> None:
         """Raise :class:`DatasetError` naming every difference from ``expected``."""
         if self.render_config != expected:

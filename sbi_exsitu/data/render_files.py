@@ -16,6 +16,17 @@ without flags f_ex is NaN and the ex-situ maps are NaN (unlabelled observations)
 The galaxy id of a file is its position in ``paths``; the list of files is
 stored in the dataset attribute ``files``, so ``resume`` needs the same list.
 
+Particle cap (``max_particles``): a galaxy with more star particles is rendered
+from a random ``max_particles`` of them, heavier so that M* is unchanged
+(:func:`~sbi_exsitu.data.particles.subsample`, seeded per file). A posterior
+trained on maps of at most N particles reads the smoother maps of a galaxy with
+many more particles as another galaxy, low and narrow: a mock galaxy of f_ex
+0.168 read 0.148 from 12k particles (the training cap), 0.120 from 30k and 0.098
+from 60k (``benchmarks/particle_resampling.py``). ``sbi-exsitu render --like RUN``
+therefore caps at the run's training cap. Labels (f_ex, M*) and r_e stay those
+of the full galaxy; the cap is stored as the attribute ``max_particles`` and
+what it did in each file's provenance.
+
 Example:
     >>> import tempfile, pathlib
     >>> import numpy as np
@@ -35,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +60,7 @@ from sbi_exsitu.atomic import check_output_path
 from sbi_exsitu.data.cameras import VIEW_COUNTS
 from sbi_exsitu.data.dataset import DatasetWriter
 from sbi_exsitu.data.parallel import parallel_map
-from sbi_exsitu.data.particles import ParticlesError
+from sbi_exsitu.data.particles import Particles, ParticlesError, subsample
 from sbi_exsitu.data.readers import ReaderError, read_galaxy
 from sbi_exsitu.data.render import (
     RenderConfig,
@@ -56,8 +68,15 @@ from sbi_exsitu.data.render import (
     RenderError,
     render_views,
 )
+from sbi_exsitu.seeding import derive_seed
 
-__all__ = ["FileFailure", "RenderSummary", "render_files", "render_one_file"]
+__all__ = [
+    "FileFailure",
+    "RenderSummary",
+    "cap_particles",
+    "render_files",
+    "render_one_file",
+]
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,8 @@ class _Task:
     flags: str | None
     offsets: str | None
     catalogue: bool | str
+    max_particles: int | None = None
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,7 +149,11 @@ def render_one_file(task: _Task) -> _Result:
         particles, fmt = read_galaxy(
             task.path, flags=flags, offsets=task.offsets, catalogue=task.catalogue
         )
-        views = render_views(particles, RenderConfig.from_dict(task.config), task.views)
+        rendered = cap_particles(
+            particles, task.max_particles, derive_seed(task.seed, "cap", task.index)
+        )
+        config = RenderConfig.from_dict(task.config)
+        views = render_views(rendered, config, task.views)
     except (ReaderError, RenderError, ParticlesError, OSError, ValueError) as err:
         return _Result(
             index=task.index, path=task.path, error=f"{type(err).__name__}: {err}"
@@ -141,7 +166,42 @@ def render_one_file(task: _Task) -> _Result:
         log_mstar=particles.log_mstar,
         half_mass_radius=particles.half_mass_radius,
         model=fmt,
-        provenance=dict(particles.provenance),
+        provenance=dict(rendered.provenance),
+    )
+
+
+def cap_particles(
+    particles: Particles, max_particles: int | None, seed: int
+) -> Particles:
+    """The galaxy with at most ``max_particles`` star particles (see module doc).
+
+    A galaxy within the cap (or no cap) is returned as it is. Otherwise a seeded
+    random ``max_particles`` of its particles, heavier so that M* is unchanged;
+    r_e stays the full galaxy's (the catalogue's, or measured on all particles),
+    and the provenance says what was done.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> p = Particles(pos=rng.normal(size=(500, 3)), vel=np.zeros((500, 3)),
+        ...               mass=np.full(500, 1e6), age=np.ones(500),
+        ...               metallicity=np.full(500, 0.02))
+        >>> q = cap_particles(p, 200, seed=0)
+        >>> len(q), q.half_mass_radius == p.half_mass_radius
+        (200, True)
+        >>> q.provenance["particles"]
+        '500 -> 200 (max_particles)'
+    """
+    if max_particles is None or len(particles) <= max_particles:
+        return particles
+    capped = subsample(particles, int(max_particles), seed)
+    return dataclasses.replace(
+        capped,
+        half_mass_radius=particles.half_mass_radius,
+        provenance={
+            **particles.provenance,
+            "particles": f"{len(particles)} -> {int(max_particles)} (max_particles)",
+        },
     )
 
 
@@ -160,6 +220,8 @@ def render_files(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    max_particles: int | None = None,
+    seed: int = 0,
 ) -> RenderSummary:
     """Render simulation files into one dataset.
 
@@ -184,12 +246,17 @@ def render_files(
         resume: continue an interrupted output, skipping finished galaxies.
         overwrite: replace an existing output.
         progress: show a progress bar.
+        max_particles: render galaxies with more star particles from a random
+            ``max_particles`` of them (module doc); None keeps every particle.
+        seed: seed of those subsamples (file ``i`` uses a seed derived from
+            ``seed`` and ``i``, so a resumed run draws the same particles).
 
     Returns:
         A :class:`RenderSummary`; per-file errors are in ``failures``.
 
     Raises:
-        ValueError: ``views`` is not a polyhedron vertex count, or no paths.
+        ValueError: ``views`` is not a polyhedron vertex count, or no paths, or
+            ``max_particles`` is below 1.
         OutputPathError: ``out`` is an input (a cutout, its catalogue JSON, the
             flags or offsets file) or cannot be written; checked before any work.
         OutputBusyError: another process is writing ``out``.
@@ -199,6 +266,13 @@ def render_files(
         raise RenderError(f"views is {views}, expected one of {list(VIEW_COUNTS)}")
     if not paths:
         raise RenderError("no input files given")
+    if max_particles is not None and (
+        isinstance(max_particles, bool) or int(max_particles) < 1
+    ):
+        raise RenderError(
+            f"max_particles is {max_particles!r}, expected a positive integer "
+            "(or None to keep every particle)"
+        )
     config = config or RenderConfig()
     paths = [str(Path(p)) for p in paths]
     catalogues = []
@@ -218,6 +292,8 @@ def render_files(
         "views": views,
         "flags": None if flags is None else str(flags),
         "offsets": None if offsets is None else str(offsets),
+        "max_particles": None if max_particles is None else int(max_particles),
+        "particle_seed": int(seed),
     }
     summary = RenderSummary(output=Path(out))
     with DatasetWriter(
@@ -234,6 +310,8 @@ def render_files(
                 flags=None if flags is None else str(flags),
                 offsets=None if offsets is None else str(offsets),
                 catalogue=catalogue if isinstance(catalogue, bool) else str(catalogue),
+                max_particles=None if max_particles is None else int(max_particles),
+                seed=int(seed),
             )
             for i, p in enumerate(paths)
             if i not in done

@@ -26,13 +26,15 @@ from sbi_exsitu.data.compatibility import (
     ObservationError,
     check_sampling_size,
     iter_observations,
+    particle_cap_warning,
 )
 from sbi_exsitu.data.dataset import MapDataset
-from sbi_exsitu.errors import DetectorUnavailableError, OutputError
+from sbi_exsitu.errors import DetectorUnavailableError, OutputError, RunError
+from sbi_exsitu.runs import DATA_FILE, RunDirectory
 from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.tables import TABLE_SUFFIXES, write_table
 
-__all__ = ["predict", "predict_dataset", "is_fits"]
+__all__ = ["predict", "predict_dataset", "is_fits", "training_particle_cap"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,30 @@ def predict(
             where=str(run_dir),
         )
         return predict_dataset(run_dir, obs, out, **kwargs)
+
+
+def training_particle_cap(run_dir: str | Path) -> int | None:
+    """The most star particles a training galaxy of a run was rendered from.
+
+    From the run's ``data.json`` (runs trained since the cap was recorded), else
+    from the training dataset itself when it is still where ``splits.json``
+    says (:attr:`~sbi_exsitu.data.map_dataset.MapDataset.particle_cap`). None if
+    neither says: the training data had no cap, or it is gone. ``render --like
+    RUN`` caps galaxies at it; ``predict`` warns about maps rendered above it.
+    """
+    run = RunDirectory(run_dir)
+    try:
+        stored = run.read_json(DATA_FILE)
+    except (OSError, ValueError):
+        stored = {}
+    if isinstance(stored, dict) and "max_particles" in stored:
+        return None if stored["max_particles"] is None else int(stored["max_particles"])
+    try:
+        path = run.training_data()
+    except (RunError, OSError, KeyError, ValueError):
+        return None
+    with MapDataset(path) as ds:
+        return ds.particle_cap
 
 
 def predict_dataset(
@@ -158,6 +184,12 @@ def predict_dataset(
             )
     with MapDataset(maps_path) as ds:
         post.check_render_config(ds.render_config, where=str(ds.path))
+        if post.run_dir is not None:
+            cap = training_particle_cap(post.run_dir)
+            if (msg := particle_cap_warning(cap, ds, post.run_dir)) is not None:
+                import warnings
+
+                warnings.warn(msg, stacklevel=2)
         if len(ds) == 0:
             raise ObservationError(f"{ds.path}: the dataset holds no samples")
         # Up front, not after hours of sampling: one batch of draws is held at
