@@ -14,15 +14,24 @@ The eagle-like dataset is used three ways, split by galaxy with the grid's
 * its **validation** split (80 galaxies) is where the alignment weight is chosen;
 * its **test** split (120 galaxies, the grid cell's test set) is only reported.
 
+``--channels`` repeats the study on channel subsets of the same galaxies
+(``CHANNEL_SETS``; sliced exactly from the all-channel datasets with the grid's
+own :func:`~sbi_exsitu.studies.crosstest.data.derive_channels`, into
+``<out>/data``): which representation transfers from tng to eagle, and what it
+costs in the model it was trained on? An unlabelled-data alignment can only
+meet the goal if some invariant representation keeps the in-model RMSE within
+10 %.
+
 Usage::
 
     python benchmarks/alignment.py --data runs/paper-grid/data \\
-        [--out runs/bench-align] [--settings none "dann+em w=0.3"] [--seeds 0 1]
+        [--out runs/bench-align] [--settings none "dann+em w=0.3"] [--seeds 0 1] \\
+        [--channels all5 mass_kinematics_age]
 
-Every (setting, seed) is cached as ``<out>/results/<name>.json``; a rerun only
-trains what is missing. Prints one line per run, a markdown table (means over
-seeds, seed range in brackets), then as the LAST line one JSON object with every
-result.
+Every (channels, setting, seed) is cached as ``<out>/results/<name>.json``
+(all channels: no channel prefix); a rerun only trains what is missing. Prints
+one line per run, a markdown table (means over seeds, seed range in brackets),
+then as the LAST line one JSON object with every result.
 """
 
 from __future__ import annotations
@@ -37,10 +46,28 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SETTINGS", "domain_auc", "main", "markdown", "quality", "train"]
+__all__ = [
+    "CHANNEL_SETS",
+    "SETTINGS",
+    "channel_data",
+    "domain_auc",
+    "main",
+    "markdown",
+    "quality",
+    "train",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL = "all5__ap4"
+ALL = "all5"
+APERTURE = "ap4"
+#: name -> channels; "all5" is the grid's "all" (its files are named all5).
+CHANNEL_SETS: dict[str, tuple[str, ...]] = {
+    "all5": ("mass", "velocity", "dispersion", "age", "metallicity"),
+    "mass_kinematics": ("mass", "velocity", "dispersion"),
+    "age_metallicity": ("age", "metallicity"),
+    "mass_kinematics_age": ("mass", "velocity", "dispersion", "age"),
+    "mass_kinematics_metallicity": ("mass", "velocity", "dispersion", "metallicity"),
+}
 #: name -> [training] alignment keys.
 SETTINGS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -84,12 +111,39 @@ TRAINING = {
 }
 
 
-def unlabelled_target(eagle: Path, out: Path) -> Path:
+def channel_data(data: Path, out: Path, channels: str) -> tuple[Path, Path]:
+    """The (tng-like, eagle-like) datasets of one ``CHANNEL_SETS`` entry.
+
+    All channels: the grid's files in ``data``; a subset: sliced from them into
+    ``<out>/data`` (exact: the same galaxies, views and maps, fewer channels).
+    """
+    from sbi_exsitu.data.dataset import MapDataset
+    from sbi_exsitu.studies.crosstest.data import derive_channels
+
+    if channels not in CHANNEL_SETS:
+        raise SystemExit(
+            f"--channels {channels!r}: expected one of {sorted(CHANNEL_SETS)}"
+        )
+    paths = []
+    for model in ("tng-like", "eagle-like"):
+        base = data / f"{model}__{ALL}__{APERTURE}.h5"
+        if channels == ALL:
+            paths.append(base)
+            continue
+        path = out / "data" / f"{model}__{channels}__{APERTURE}.h5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with MapDataset(base) as ds:
+            paths.append(derive_channels(ds, CHANNEL_SETS[channels], path))
+    return paths[0], paths[1]
+
+
+def unlabelled_target(eagle: Path, out: Path, channels: str = ALL) -> Path:
     """The eagle-like train split as its own dataset (the unlabelled target)."""
     from sbi_exsitu.data.dataset import MapDataset
     from sbi_exsitu.studies.crosstest.data import _copy_galaxies
 
-    path = out / "data" / "eagle-like-unlabelled__train-split.h5"
+    suffix = "" if channels == ALL else f"__{channels}"
+    path = out / "data" / f"eagle-like-unlabelled__train-split{suffix}.h5"
     if path.exists():
         return path
     with MapDataset(eagle) as ds:
@@ -202,7 +256,8 @@ def domain_auc(posterior: Any, src: Any, tgt: Any, seed: int) -> float:
 
 
 def markdown(results: dict[str, dict]) -> str:
-    """One row per setting: means over seeds (with the seed range when > 1)."""
+    """One row per (channels, setting): means over seeds (with the seed range
+    when > 1)."""
     cols = [
         ("eagle_val", "bias"),
         ("eagle_val", "coverage_error"),
@@ -212,14 +267,16 @@ def markdown(results: dict[str, dict]) -> str:
         ("tng_test", "rmse"),
         ("tng_test", "coverage_error"),
     ]
-    head = ["setting", "seeds"] + [f"{a} {b}" for a, b in cols] + ["domain AUC"]
+    head = ["channels", "setting", "seeds"]
+    head += [f"{a} {b}" for a, b in cols] + ["domain AUC"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    by: dict[str, list[dict]] = {}
+    by: dict[tuple[str, str], list[dict]] = {}
     for row in results.values():
-        by.setdefault(row["setting"], []).append(row)
-    for label in [k for k in SETTINGS if k in by]:
-        rows = by[label]
-        cells = [label, str(len(rows))]
+        key = (row.get("channels", ALL), row["setting"])
+        by.setdefault(key, []).append(row)
+    for key in [(c, k) for c in CHANNEL_SETS for k in SETTINGS if (c, k) in by]:
+        rows = by[key]
+        cells = [*key, str(len(rows))]
         for a, b in cols + [(None, "domain_auc")]:
             v = np.array([r[a][b] if a else r.get(b, np.nan) for r in rows], float)
             cell = f"{np.mean(v):+.3f}" if b == "bias" else f"{np.mean(v):.3f}"
@@ -230,8 +287,27 @@ def markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run_name(channels: str, label: str, seed: int) -> str:
+    """The cache/run-directory name of one run (all channels: no prefix, as
+    before channel subsets existed)."""
+    tag = label.replace("+", "-").replace(" w=", "-w")
+    prefix = "" if channels == ALL else f"{channels}__"
+    return f"{prefix}{tag}__s{seed}"
+
+
+def _measure(post: Any, tng: Path, eagle: Path, seed: int) -> dict[str, Any]:
     from sbi_exsitu.data.dataset import MapDataset
+
+    with MapDataset(tng) as src, MapDataset(eagle) as tgt:
+        return {
+            "eagle_val": quality(post, tgt, "validation", seed),
+            "eagle_test": quality(post, tgt, "test", seed),
+            "tng_test": quality(post, src, "test", seed),
+            "domain_auc": domain_auc(post, src, tgt, seed),
+        }
+
+
+def main(argv: list[str] | None = None) -> dict:
     from sbi_exsitu.device import configure_threads
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -239,42 +315,31 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-align"))
     ap.add_argument("--settings", nargs="*", default=list(SETTINGS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
+    ap.add_argument("--channels", nargs="*", default=[ALL], choices=list(CHANNEL_SETS))
     args = ap.parse_args(argv)
 
     configure_threads(1)  # 2 cores shared by several engineers
     out, data = Path(args.out), Path(args.data)
-    tng, eagle = data / f"tng-like__{ALL}.h5", data / f"eagle-like__{ALL}.h5"
     (out / "results").mkdir(parents=True, exist_ok=True)
-    target = unlabelled_target(eagle, out)
     results = {}
-    for label in args.settings:
-        for seed in args.seeds:
-            tag = label.replace("+", "-").replace(" w=", "-w")
-            name = f"{tag}__s{seed}"
-            cached = out / "results" / f"{name}.json"
-            if cached.exists():
-                results[name] = json.loads(cached.read_text())
-                if "domain_auc" not in results[name]:  # cached before it existed
-                    post, _ = train(out, tng, target, name, SETTINGS[label], seed)
-                    with MapDataset(tng) as src, MapDataset(eagle) as tgt:
-                        results[name]["domain_auc"] = domain_auc(post, src, tgt, seed)
-                    cached.write_text(json.dumps(results[name], indent=1))
-                continue
-            post, seconds = train(out, tng, target, name, SETTINGS[label], seed)
-            with MapDataset(tng) as src, MapDataset(eagle) as tgt:
-                row = {
-                    "setting": label,
-                    "seed": seed,
-                    "eagle_val": quality(post, tgt, "validation", seed),
-                    "eagle_test": quality(post, tgt, "test", seed),
-                    "tng_test": quality(post, src, "test", seed),
-                    "domain_auc": domain_auc(post, src, tgt, seed),
-                    "train_seconds": None if seconds is None else round(seconds),
-                    "load_average_1min": round(os.getloadavg()[0], 2),
-                }
-            cached.write_text(json.dumps(row, indent=1))
-            results[name] = row
-            print(f"{name}: {json.dumps(row)}", flush=True)
+    for channels in args.channels:
+        tng, eagle = channel_data(data, out, channels)
+        target = unlabelled_target(eagle, out, channels)
+        for label in args.settings:
+            for seed in args.seeds:
+                name = run_name(channels, label, seed)
+                cached = out / "results" / f"{name}.json"
+                if cached.exists():
+                    results[name] = json.loads(cached.read_text())
+                    continue
+                post, seconds = train(out, tng, target, name, SETTINGS[label], seed)
+                row = {"channels": channels, "setting": label, "seed": seed}
+                row |= _measure(post, tng, eagle, seed)
+                row["train_seconds"] = None if seconds is None else round(seconds)
+                row["load_average_1min"] = round(os.getloadavg()[0], 2)
+                cached.write_text(json.dumps(row, indent=1))
+                results[name] = row
+                print(f"{name}: {json.dumps(row)}", flush=True)
     print(markdown(results))
     print(json.dumps(results))
     return results

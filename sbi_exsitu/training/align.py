@@ -1,8 +1,10 @@
 """Training that resists a change of simulator: align the embedding on target maps.
 
 A posterior trained on one formation model is biased on maps of another (issue
-#17: -0.055 in f_ex, coverage error 0.40 for all channels at 4 r_e, tng-like ->
-eagle-like, configs/paper-grid.toml). With *unlabelled* maps of the target
+#17, all channels at 4 r_e, tng-like -> eagle-like, configs/paper-grid.toml:
+-0.030 in f_ex, coverage error 0.25 on the streams world; -0.055, 0.40 on
+debris scheme 1). What these options achieve there (not the goal) is measured in
+docs/crosstest.md. With *unlabelled* maps of the target
 domain (the other model's, or observed galaxies) the embedding can be trained to
 map both domains alike, so the flow downstream never sees a summary it was not
 trained on: the loss of every training batch gains ``align_weight *
