@@ -141,6 +141,8 @@ def test_union_leaves_out_test_galaxies_and_offsets_ids(tmp_path) -> None:
             np.testing.assert_array_equal(np.unique(mine) - k * UNION_ID_OFFSET, kept)
         assert set(u.labels["model"]) == {"tng-like", "eagle-like"}
         assert u.render_config == a.render_config
+        # The members' particle cap carries over, for `render --like UNION_RUN`.
+        assert u.particle_cap == max(a.particle_cap, b.particle_cap) is not None
     a.close()
     b.close()
 

@@ -134,11 +134,14 @@ def union_dataset(sources: list[MapDataset], split_seed: int, out: Path) -> Path
     cfg = sources[0].render_config
     for s in sources[1:]:
         s.check_config(cfg)
+    caps = [src.particle_cap for src in sources]
     attrs = {
         "source": "crosstest-union",
         "members": [str(s.path) for s in sources],
         "id_offset": UNION_ID_OFFSET,
         "split_seed": split_seed,
+        # The most particles of any member galaxy: `render --like` caps at it.
+        "max_particles": None if None in caps else max(caps),
     }
     with DatasetWriter(out, cfg, overwrite=True, attrs=attrs) as writer:
         for k, src in enumerate(sources):
