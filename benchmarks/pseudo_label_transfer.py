@@ -95,12 +95,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pseudo"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher", default="mass_kinematics")
+    parser.add_argument(
+        "--members", type=int, default=1, help="ensemble members of both posteriors"
+    )
     args = parser.parse_args()
     from sbi_exsitu.data.dataset import MapDataset
     from sbi_exsitu.posteriors import load_posterior
     from sbi_exsitu.studies.crosstest.data import union_dataset
 
     al = _alignment()
+    # The grid's one-member posterior, or a mixture of --members (run names say so).
+    al.POSTERIOR = {**al.POSTERIOR, "ensemble_size": args.members}
+    tag = "" if args.members == 1 else f"__k{args.members}"
     unlabelled = args.align_out / "data" / "eagle-like-unlabelled__train-split.h5"
     tng_path = args.data / "tng-like__all5__ap4.h5"
     eagle_path = args.data / "eagle-like__all5__ap4.h5"
@@ -124,8 +130,8 @@ def main() -> None:
             base_data = union_dataset([tng], 0, data / "tng-trainval.h5")
         row = {}
         for label, train_path, name in (
-            ("baseline", base_data, f"base-tngtrainval__s{seed}"),
-            ("student", student_data, f"student-{args.teacher}__s{seed}"),
+            ("baseline", base_data, f"base-tngtrainval{tag}__s{seed}"),
+            ("student", student_data, f"student-{args.teacher}{tag}__s{seed}"),
         ):
             post, _ = al.train(args.out, train_path, train_path, name, {}, seed)
             with MapDataset(tng_path) as tng, MapDataset(eagle_path) as eagle:
@@ -161,6 +167,7 @@ def main() -> None:
             {
                 "benchmark": "pseudo_label_transfer",
                 "teacher": args.teacher,
+                "members": args.members,
                 "seeds": args.seeds,
                 "mean": mean,
                 "tng_rmse_ratio": round(ratio, 3),
