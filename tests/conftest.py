@@ -16,6 +16,17 @@ from sbi_exsitu.data.render import RenderConfig, RenderedViews
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def load_benchmark(name: str):
+    """A ``benchmarks/NAME.py`` script as a module (benchmarks are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     """Seed python, numpy and (if imported) torch before each test."""

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 from sbi_exsitu.data.dataset import DatasetWriter, MapDataset
 from sbi_exsitu.data.render import CHANNELS, RenderConfig, RenderedViews
 
-_BENCH = Path(__file__).parents[1] / "benchmarks" / "alignment.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("alignment_bench", _BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("alignment")
 
 
 def _write(path: Path, model: str, seed: int) -> None:

@@ -8,25 +8,18 @@ independent observations (the previous rule, = no groups) misfires.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.stats
+from conftest import load_benchmark
 
 from sbi_exsitu.evaluation.calibration import metrics as M
 from sbi_exsitu.evaluation.calibration.verdict import coverage_tolerance, judge
 
-_BENCH = Path(__file__).parents[1] / "benchmarks" / "calibration_toy.py"
-
 
 @pytest.fixture(scope="module")
 def toy():
-    spec = importlib.util.spec_from_file_location("calibration_toy", _BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("calibration_toy")
 
 
 def test_false_verdict_rate_new_rule_nominal_old_rule_misfires(toy):
