@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import importlib.util
 import json
 import os
 import time
@@ -206,27 +208,21 @@ def _oracle_prior(target: Path):
         yield
 
 
+@functools.cache
+def _helpers() -> Any:
+    """``benchmarks/misspec_helpers.py``, loaded by path once."""
+    spec = importlib.util.spec_from_file_location(
+        "misspec_helpers", ROOT / "benchmarks" / "misspec_helpers.py"
+    )
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    return helpers
+
+
 def quality(posterior: Any, ds: Any, split: str, seed: int) -> dict[str, float]:
     """Bias, scatter, RMSE and coverage error of f_ex on one split of ``ds``."""
-    from sbi_exsitu.evaluation.accuracy import evaluate
-    from sbi_exsitu.evaluation.calibration import CalibrationReport
-
+    row = _helpers().split_quality(posterior, ds, split, seed)
     idx = ds.splits(seed=0)[split]
-    maps, truth = ds.maps(idx), ds.labels["f_ex"][idx][:, None]
-    samples = posterior.sample(maps, 500, seed=seed)
-    report = CalibrationReport.from_arrays(
-        samples,
-        truth,
-        posterior.log_prob(samples[:, :100], maps),
-        posterior.log_prob(truth, maps),
-        param_names=posterior.param_names,
-        seed=seed,
-        groups=ds.labels["galaxy_id"][idx],
-    )
-    median = np.median(samples[:, :, 0], axis=1)
-    m = evaluate(median, truth[:, 0], ds.labels["log_mstar"][idx])["overall"]
-    row = {k: round(float(m[k]), 4) for k in ("bias", "scatter", "rmse")}
-    row["coverage_error"] = round(float(report.to_dict()["max_abs_coverage_error"]), 4)
     row["n"] = len(idx)
     row["n_galaxies"] = len(np.unique(ds.labels["galaxy_id"][idx]))
     return row
@@ -236,22 +232,15 @@ def domain_auc(posterior: Any, src: Any, tgt: Any, seed: int) -> float:
     """How well a logistic classifier tells the two models apart in the
     posterior's embedding: fitted on the train splits, ROC AUC on the test
     splits (0.5: the embedding is aligned)."""
-    import importlib.util
-
     from sbi_exsitu.evaluation.misspecification import embed, roc_auc
 
-    spec = importlib.util.spec_from_file_location(
-        "misspec_helpers", ROOT / "benchmarks" / "misspec_helpers.py"
-    )
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
     ss, ts = src.splits(seed=0), tgt.splits(seed=0)
     z = {
         (name, k): embed(posterior, ds.maps(sp[k]))
         for name, ds, sp in (("s", src, ss), ("t", tgt, ts))
         for k in ("train", "test")
     }
-    clf = helpers.logistic(z["s", "train"], z["t", "train"], seed)
+    clf = _helpers().logistic(z["s", "train"], z["t", "train"], seed)
     return round(float(roc_auc(clf(z["s", "test"]), clf(z["t", "test"]))), 3)
 
 

@@ -1,6 +1,7 @@
-"""Helpers of ``benchmarks/misspecification.py`` and ``benchmarks/false_alarm.py``:
+"""Helpers of the misspecification, false-alarm and alignment benchmarks:
 the PSF-blurred target, one view per galaxy and its false-alarm rate, the
-logistic domain classifier, the ROC figure.
+logistic domain classifier, the ROC figure, and the bias / scatter / RMSE /
+galaxy-aware coverage error of a posterior on a split.
 
 Loaded by path (:func:`load`): the benchmark scripts keep ``benchmarks/`` off
 ``sys.path`` (``benchmarks/embeddings.py`` would shadow the package).
@@ -16,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "Blurred",
+    "draw_quality",
     "first_views",
     "load",
     "logistic",
@@ -23,6 +25,7 @@ __all__ = [
     "per_galaxy_far",
     "plot_roc",
     "psf_blur",
+    "split_quality",
 ]
 
 #: Gaussian PSF sigma (pixels at 32 px) of the "ideal->psf" case.
@@ -152,3 +155,49 @@ def plot_roc(curves: dict, path: Path, title: str) -> None:
            title=title)  # fmt: skip
     ax.legend(fontsize=7, loc="lower right")
     save_figure(fig, path)
+
+
+def draw_quality(
+    samples: np.ndarray,
+    log_q_samples: np.ndarray,
+    log_q_truth: np.ndarray,
+    labels: dict[str, np.ndarray],
+    seed: int,
+) -> dict[str, float]:
+    """Bias, scatter, RMSE of the posterior median and the max coverage error.
+
+    ``samples`` are (n, draws, 1) f_ex draws, the log-probabilities those of
+    the first 100 draws and of the truth; ``labels`` hold ``f_ex``,
+    ``galaxy_id`` and ``log_mstar`` of the n maps. The coverage error counts
+    galaxies (views of one galaxy are grouped), as the verdict does.
+    """
+    from sbi_exsitu.evaluation.accuracy import evaluate
+    from sbi_exsitu.evaluation.calibration import CalibrationReport
+
+    truth = np.asarray(labels["f_ex"])[:, None]
+    report = CalibrationReport.from_arrays(
+        samples, truth, log_q_samples, log_q_truth, param_names=["f_ex"],
+        seed=seed, groups=labels["galaxy_id"],
+    )  # fmt: skip
+    median = np.median(samples[:, :, 0], axis=1)
+    m = evaluate(median, truth[:, 0], labels["log_mstar"])["overall"]
+    out = {k: float(m[k]) for k in ("bias", "scatter", "rmse")}
+    out["coverage_error"] = float(report.to_dict()["max_abs_coverage_error"])
+    return out
+
+
+def split_quality(posterior: Any, ds: Any, split: str, seed: int) -> dict[str, float]:
+    """:func:`draw_quality` of 500 draws per map on one split of ``ds``
+    (``ds.splits(seed=0)``), rounded to 4 decimals."""
+    idx = ds.splits(seed=0)[split]
+    maps = ds.maps(idx)
+    labels = {k: ds.labels[k][idx] for k in ("f_ex", "galaxy_id", "log_mstar")}
+    samples = posterior.sample(maps, 500, seed=seed)
+    q = draw_quality(
+        samples,
+        posterior.log_prob(samples[:, :100], maps),
+        posterior.log_prob(labels["f_ex"][:, None], maps),
+        labels,
+        seed,
+    )
+    return {k: round(v, 4) for k, v in q.items()}

@@ -363,26 +363,7 @@ def _default_detector(
 
 def posterior_quality(posterior: Any, ds: Any, seed: int) -> dict[str, float]:
     """Bias, scatter, RMSE and calibration of f_ex on a dataset's test split."""
-    from sbi_exsitu.evaluation.accuracy import evaluate
-    from sbi_exsitu.evaluation.calibration import CalibrationReport
-
-    idx = ds.splits(seed=0)["test"]
-    maps, truth = ds.maps(idx), ds.labels["f_ex"][idx][:, None]
-    samples = posterior.sample(maps, 500, seed=seed)
-    report = CalibrationReport.from_arrays(
-        samples,
-        truth,
-        posterior.log_prob(samples[:, :100], maps),
-        posterior.log_prob(truth, maps),
-        param_names=posterior.param_names,
-        seed=seed,
-        groups=ds.labels["galaxy_id"][idx],
-    )
-    m = evaluate(np.median(samples[:, :, 0], axis=1), truth[:, 0],
-                 ds.labels["log_mstar"][idx])["overall"]  # fmt: skip
-    out = {k: round(float(m[k]), 4) for k in ("bias", "scatter", "rmse")}
-    out["coverage_error"] = round(float(report.to_dict()["max_abs_coverage_error"]), 4)
-    return out
+    return H.split_quality(posterior, ds, "test", seed)
 
 
 def alignment_study(

@@ -58,10 +58,10 @@ def particle_cap_warning(
 
     A posterior trained on galaxies of at most ``trained_cap`` star particles
     reads the smoother maps of a galaxy with many more as another galaxy (a mock
-    galaxy of f_ex 0.168: 0.148 from 12k particles, 0.098 from 60k). Only
-    ``render`` datasets (particle files) are judged: their ``max_particles``
-    attribute must be at most ``trained_cap``. ``simulate`` datasets are
-    judged by their model cap; ``ingest`` (observed maps) not at all.
+    galaxy of f_ex 0.168: 0.148 from 12k particles, 0.098 from 60k). Datasets
+    rendered from particles (``render``, ``simulate``) are judged by
+    :attr:`~sbi_exsitu.data.map_dataset.MapDataset.particle_cap`, which must be
+    at most ``trained_cap``; others (``ingest``: observed maps) are not.
 
     Example:
         >>> particle_cap_warning(None, None) is None  # the run had no cap

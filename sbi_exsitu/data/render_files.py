@@ -273,6 +273,7 @@ def render_files(
             f"max_particles is {max_particles!r}, expected a positive integer "
             "(or None to keep every particle)"
         )
+    cap = None if max_particles is None else int(max_particles)
     config = config or RenderConfig()
     paths = [str(Path(p)) for p in paths]
     catalogues = []
@@ -292,7 +293,7 @@ def render_files(
         "views": views,
         "flags": None if flags is None else str(flags),
         "offsets": None if offsets is None else str(offsets),
-        "max_particles": None if max_particles is None else int(max_particles),
+        "max_particles": cap,
         "particle_seed": int(seed),
     }
     summary = RenderSummary(output=Path(out))
@@ -310,7 +311,7 @@ def render_files(
                 flags=None if flags is None else str(flags),
                 offsets=None if offsets is None else str(offsets),
                 catalogue=catalogue if isinstance(catalogue, bool) else str(catalogue),
-                max_particles=None if max_particles is None else int(max_particles),
+                max_particles=cap,
                 seed=int(seed),
             )
             for i, p in enumerate(paths)
