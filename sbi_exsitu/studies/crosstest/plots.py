@@ -116,7 +116,10 @@ def plot_errors_vs_fex(
                 ax.set_ylabel("predicted − true f_ex")
             if i == len(channels) - 1:
                 ax.set_xlabel("true f_ex")
-    axes[0, 0].legend(fontsize=7, loc="lower left")
+    # One legend per column: which training set is "fixed" or "cross" depends
+    # on the test set of the column.
+    for ax in axes[0]:
+        ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(
         f"error vs true f_ex, aperture {aperture_label(aperture)} r_e "
         "(median, 68% band)",
