@@ -12,24 +12,27 @@ more in-model RMSE. So:
 2. every unlabelled eagle-like map (the train split; its labels are never read)
    gets one f_ex **pseudo-label drawn from the teacher's posterior** on its mass +
    kinematics channels (an NPE training pair, like a simulated one);
-3. the **student**, the all-channel posterior, trains on tng-like labelled maps
-   plus the pseudo-labelled eagle-like maps (``union_dataset``: the tng-like
-   test galaxies left out), so on maps like eagle's it learns the teacher's
-   posterior and on tng-like maps the full one.
+3. the **student**, the all-channel posterior, trains on the tng-like labelled
+   maps plus the pseudo-labelled eagle-like maps: ``fit`` with ``[training]
+   pseudo_label_data`` / ``pseudo_label_teacher``
+   (:mod:`sbi_exsitu.training.pseudo_labels`). The tng-like data keep the grid's
+   split; the eagle-like maps are split by galaxy, 10 % validation (early
+   stopping), the rest training. So on maps like eagle's the student learns the
+   teacher's posterior, on tng-like maps the full one.
 
-The student is compared with an all-channel posterior trained on the same
-tng-like galaxies without the target maps (``fit`` re-splits the union 75/10/15,
-so the student sees ~15 % fewer tng-like galaxies than the alignment runs; the
-baseline has exactly the student's tng-like share). Goal: eagle bias < 0.01 and
-coverage error < 0.05 with the tng RMSE at most 10 % worse than the baseline's.
-Test sets: n = 120 galaxies (480 maps) per model; eagle validation: 80.
+The student is compared with the all-channel posterior trained on the same
+tng-like galaxies without target maps (the alignment benchmark's ``none`` run,
+the same split). Goal: eagle bias < 0.01 and coverage error < 0.05 with the tng
+RMSE at most 10 % worse than the baseline's. Test sets: n = 120 galaxies (480
+maps) per model, the grid's test splits, never trained on (the unlabelled
+eagle-like maps are its train split).
 
-Usage (after the alignment benchmark has trained the teachers in ``--align-out``)::
+Usage (after the alignment benchmark has trained the teachers and baselines)::
 
-    python benchmarks/alignment.py --data runs/paper-grid/data --out runs/bench-align \\
-        --settings none --seeds 0 1 2 --channels mass_kinematics
-    python benchmarks/pseudo_label_transfer.py --data runs/paper-grid/data \\
-        --align-out runs/bench-align --out runs/bench-pseudo --seeds 0 1 2
+    python benchmarks/alignment.py --data runs/paper-grid/data --out runs/bench-align \
+        --settings none --seeds 0 1 2 --channels mass_kinematics all5
+    python benchmarks/pseudo_label_transfer.py --align-out runs/bench-align \
+        --data runs/paper-grid/data --seeds 0 1 2 [--draws 1 4]
 
 Runs are cached by name in ``<out>/runs``. Prints one line per seed, the means,
 and as the LAST line one JSON object.
@@ -40,7 +43,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,34 +60,41 @@ def _alignment() -> Any:
     return module
 
 
-def pseudo_labelled(teacher: Any, unlabelled: Path, out: Path, seed: int) -> Path:
-    """A copy of ``unlabelled`` whose f_ex labels are one teacher draw per map.
+def train_student(
+    al: Any, out: Path, tng: Path, target: Path, teacher: Path, draws: int, seed: int
+) -> Any:
+    """The all-channel student (paper-grid settings), cached in its run dir."""
+    from sbi_exsitu.config.experiment import ExperimentConfig
+    from sbi_exsitu.posteriors import load_posterior
+    from sbi_exsitu.runs import RunDirectory
+    from sbi_exsitu.training.fit import fit
 
-    The teacher reads the channels it was trained on, sliced from the maps
-    (exact: channels are rendered independently). Written to a temporary name
-    and renamed, so an interrupted run leaves no half-labelled file.
-    """
-    import h5py
-
-    from sbi_exsitu.data.dataset import MapDataset
-
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".partial.h5")
-    shutil.copyfile(unlabelled, tmp)
-    with MapDataset(tmp) as ds:
-        channels = list(ds.render_config.channels)
-        keep = [channels.index(c) for c in teacher.render_config.channels]
-        maps = ds.maps(slice(None))[:, keep]
-    draws = teacher.sample(maps, 1, seed=seed)[:, 0, 0]
-    with h5py.File(tmp, "a") as h5:
-        h5["labels/f_ex"][: len(draws)] = draws.astype(h5["labels/f_ex"].dtype)
-        h5.attrs["pseudo_labels"] = json.dumps(
-            {"teacher": str(teacher.run_dir), "seed": seed}
-        )
-    tmp.rename(out)
-    return out
+    tag = (
+        ""
+        if al.POSTERIOR["ensemble_size"] == 1
+        else f"__k{al.POSTERIOR['ensemble_size']}"
+    )
+    cfg = ExperimentConfig.from_dict(
+        {
+            "run": {
+                "name": f"student-{teacher.name}__d{draws}{tag}",
+                "out_dir": str(out / "runs"),
+                "threads": 1,
+                "seed": seed,
+            },
+            "data": {"train": str(tng), "split_seed": 0},
+            "posterior": al.POSTERIOR,
+            "training": al.TRAINING
+            | {
+                "pseudo_label_data": str(target),
+                "pseudo_label_teacher": str(teacher),
+                "pseudo_label_draws": draws,
+            },
+        }
+    )
+    if RunDirectory(cfg.run_dir).is_finished:
+        return load_posterior(cfg.run_dir)
+    return fit(cfg, progress=False, evaluate=False).posterior
 
 
 def main() -> None:
@@ -96,60 +105,52 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher", default="mass_kinematics")
     parser.add_argument(
+        "--draws", type=int, nargs="+", default=[1], help="pseudo-labels per map"
+    )
+    parser.add_argument(
         "--members", type=int, default=1, help="ensemble members of both posteriors"
     )
     args = parser.parse_args()
     from sbi_exsitu.data.dataset import MapDataset
-    from sbi_exsitu.posteriors import load_posterior
-    from sbi_exsitu.studies.crosstest.data import union_dataset
+    from sbi_exsitu.device import configure_threads
 
+    configure_threads(1)  # two benchmarks share the 2 cores
     al = _alignment()
     # The grid's one-member posterior, or a mixture of --members (run names say so).
     al.POSTERIOR = {**al.POSTERIOR, "ensemble_size": args.members}
     tag = "" if args.members == 1 else f"__k{args.members}"
-    unlabelled = args.align_out / "data" / "eagle-like-unlabelled__train-split.h5"
     tng_path = args.data / "tng-like__all5__ap4.h5"
     eagle_path = args.data / "eagle-like__all5__ap4.h5"
-    data = args.out / "data"
-    data.mkdir(parents=True, exist_ok=True)
+    unlabelled = al.unlabelled_target(eagle_path, args.align_out)
+    labels = ["baseline"] + [f"student d={d}" for d in args.draws]
     results: dict[str, Any] = {}
     for seed in args.seeds:
-        teacher = load_posterior(
-            args.align_out / "runs" / f"{args.teacher}__none__s{seed}"
+        teacher = args.align_out / "runs" / f"{args.teacher}__none__s{seed}"
+        base, _ = al.train(
+            args.align_out, tng_path, unlabelled, f"none{tag}__s{seed}", {}, seed
         )
-        pseudo = pseudo_labelled(
-            teacher,
-            unlabelled,
-            data / f"eagle-pseudo__{args.teacher}__s{seed}.h5",
-            seed=1000 + seed,
-        )
-        with MapDataset(tng_path) as tng, MapDataset(pseudo) as ps:
-            student_data = union_dataset(
-                [tng, ps], 0, data / f"student-train__{args.teacher}__s{seed}.h5"
+        posts = {"baseline": base}
+        for d in args.draws:
+            posts[f"student d={d}"] = train_student(
+                al, args.out / f"s{seed}", tng_path, unlabelled, teacher, d, seed
             )
-            base_data = union_dataset([tng], 0, data / "tng-trainval.h5")
         row = {}
-        for label, train_path, name in (
-            ("baseline", base_data, f"base-tngtrainval{tag}__s{seed}"),
-            ("student", student_data, f"student-{args.teacher}{tag}__s{seed}"),
-        ):
-            post, _ = al.train(args.out, train_path, train_path, name, {}, seed)
-            with MapDataset(tng_path) as tng, MapDataset(eagle_path) as eagle:
+        with MapDataset(tng_path) as tng, MapDataset(eagle_path) as eagle:
+            for label, post in posts.items():
                 row[label] = {
                     "tng_test": al.quality(post, tng, "test", seed),
                     "eagle_val": al.quality(post, eagle, "validation", seed),
                     "eagle_test": al.quality(post, eagle, "test", seed),
                 }
         results[str(seed)] = row
-        s, b = row["student"], row["baseline"]
-        print(
-            f"seed {seed}: student eagle bias {s['eagle_test']['bias']:+.4f}, "
-            f"coverage error {s['eagle_test']['coverage_error']:.3f}, tng RMSE "
-            f"{s['tng_test']['rmse']:.4f} (baseline {b['tng_test']['rmse']:.4f}; "
-            f"eagle {b['eagle_test']['bias']:+.4f}, "
-            f"{b['eagle_test']['coverage_error']:.3f})",
-            flush=True,
-        )
+        for label in labels:
+            q = row[label]
+            print(
+                f"seed {seed} {label}: eagle bias {q['eagle_test']['bias']:+.4f}, "
+                f"coverage error {q['eagle_test']['coverage_error']:.3f}; tng RMSE "
+                f"{q['tng_test']['rmse']:.4f}",
+                flush=True,
+            )
     mean = {
         label: {
             f"{split} {q}": round(
@@ -158,10 +159,14 @@ def main() -> None:
             for split in ("tng_test", "eagle_val", "eagle_test")
             for q in ("bias", "scatter", "rmse", "coverage_error")
         }
-        for label in ("baseline", "student")
+        for label in labels
     }
-    ratio = mean["student"]["tng_test rmse"] / mean["baseline"]["tng_test rmse"]
-    print(f"means: {json.dumps(mean)}; student / baseline tng RMSE {ratio:.3f}")
+    base_rmse = mean["baseline"]["tng_test rmse"]
+    ratio = {
+        label: round(mean[label]["tng_test rmse"] / base_rmse, 3)
+        for label in labels[1:]
+    }
+    print(f"means: {json.dumps(mean)}; tng RMSE / baseline {json.dumps(ratio)}")
     print(
         json.dumps(
             {
@@ -170,7 +175,7 @@ def main() -> None:
                 "members": args.members,
                 "seeds": args.seeds,
                 "mean": mean,
-                "tng_rmse_ratio": round(ratio, 3),
+                "tng_rmse_ratio": ratio,
                 "per_seed": results,
             }
         )

@@ -179,6 +179,13 @@ class TrainingSection:
     confusion loss (``"confusion"``); ``align_prior =
     "em"`` (default) corrects either for a different f_ex distribution of the
     target, ``"none"`` does not.
+
+    Pseudo-labels (:mod:`sbi_exsitu.training.pseudo_labels`, issue #17): with
+    ``pseudo_label_data`` (unlabelled target-domain maps rendered like the
+    training set) and ``pseudo_label_teacher`` (a finished scalar run on a
+    channel subset that transfers to the target), each target map gets
+    ``pseudo_label_draws`` f_ex draws from the teacher's posterior, and the run
+    trains on its labelled maps plus these.
     """
 
     batch_size: int = field(default=128, metadata={"min": 2})
@@ -198,6 +205,9 @@ class TrainingSection:
     align_prior: str = "em"
     align_method: str = "mmd"
     align_ramp_epochs: int = field(default=10, metadata={"min": 0})
+    pseudo_label_data: str = ""
+    pseudo_label_teacher: str = ""
+    pseudo_label_draws: int = field(default=1, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         # The values of sbi_exsitu.training.align.ALIGN_METHODS (a floor above).
@@ -217,6 +227,12 @@ class TrainingSection:
             raise ValueError(
                 f"'align_weight' is {self.align_weight} but 'align_data' is empty: "
                 "give the path of a dataset of unlabelled target-domain maps"
+            )
+        if bool(self.pseudo_label_data) != bool(self.pseudo_label_teacher):
+            raise ValueError(
+                "'pseudo_label_data' and 'pseudo_label_teacher' go together: "
+                "give both (unlabelled target maps and the finished run that "
+                "labels them) or neither"
             )
         if self.lr_schedule not in ("constant", "plateau", "cosine"):
             raise ValueError(
@@ -398,6 +414,10 @@ class ExperimentConfig:
             # still match their config.json.
             for key in ("align_data", "align_weight", "align_prior"):
                 out["training"].pop(key)
+        if not self.training.pseudo_label_data:
+            # Off: left out, so runs made before pseudo-labels still match.
+            for key in ("data", "teacher", "draws"):
+                out["training"].pop(f"pseudo_label_{key}")
         if self.misspecification.active:
             # Off: left out, so runs made before the section existed still
             # match their config.json (RunDirectory.prepare ignores it anyway).

@@ -32,6 +32,7 @@ from sbi_exsitu.atomic import atomic_write_json
 from sbi_exsitu.config.experiment import ExperimentConfig
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.device import configure_threads, resolve_device
+from sbi_exsitu.errors import ConfigError
 from sbi_exsitu.figures import save_figure
 from sbi_exsitu.posteriors.estimator import (
     EstimatorSpec,
@@ -44,6 +45,7 @@ from sbi_exsitu.seeding import derive_seed
 from sbi_exsitu.training.align import EmbeddingAlignment
 from sbi_exsitu.training.loop import discard_checkpoint, train_member
 from sbi_exsitu.training.plots import plot_predictions, plot_training_curves
+from sbi_exsitu.training.pseudo_labels import PseudoLabels, pseudo_labels
 from sbi_exsitu.training.result import FitResult, prepare_run
 from sbi_exsitu.training.torchdata import MapBatches, target_array
 
@@ -89,6 +91,11 @@ def fit(
         TrainingDivergedError: a loss became NaN or infinite.
     """
     if cfg.posterior.kind != "scalar":
+        if cfg.training.pseudo_label_data:
+            raise ConfigError(
+                f"{cfg.source} [training]: pseudo-labels train scalar posteriors; "
+                "remove 'pseudo_label_data' and 'pseudo_label_teacher' for a map run"
+            )
         from sbi_exsitu.config.map import MapSettings
         from sbi_exsitu.training.map import fit_map_posterior
         from sbi_exsitu.training.map_fm import fit_flow_matching_map
@@ -107,8 +114,9 @@ def fit(
     run, dataset, splits = prepare_run(cfg, overwrite)
     spec = spec_from_config(cfg, dataset.shape)
     t0 = time.perf_counter()
+    pseudo = pseudo_labels(cfg, dataset, run, progress)
     estimators, histories = _train_members(
-        cfg, run, dataset, splits, spec, device, progress
+        cfg, run, dataset, splits, spec, device, progress, pseudo
     )
     # Training time of the members as recorded when they trained, so a resumed
     # run reports the real cost, not the seconds spent loading finished members.
@@ -145,6 +153,8 @@ def fit(
             for h in histories
         ],
     }
+    if pseudo is not None:
+        metrics["pseudo_labels"] = pseudo.summary
     if evaluate:
         metrics["test"] = evaluate_posterior(
             posterior,
@@ -175,8 +185,13 @@ def _train_members(
     spec: EstimatorSpec,
     device: torch.device,
     progress: bool,
+    pseudo: PseudoLabels | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Train (or load finished) ensemble members: (estimators, histories)."""
+    """Train (or load finished) ensemble members: (estimators, histories).
+
+    ``pseudo``: pseudo-labelled target maps, shuffled into the training and
+    validation batches (the test split stays the dataset's own).
+    """
     targets = list(cfg.posterior.targets)
     theta_train = target_array(dataset, targets, splits["train"])
     theta_val = target_array(dataset, targets, splits["validation"])
@@ -188,9 +203,15 @@ def _train_members(
         batch_size=bs,
         shuffle=True,
         memory_limit_gb=limit,
+        extra=None if pseudo is None else pseudo.train,
     )
     val = MapBatches(
-        dataset, splits["validation"], theta_val, batch_size=bs, memory_limit_gb=limit
+        dataset,
+        splits["validation"],
+        theta_val,
+        batch_size=bs,
+        memory_limit_gb=limit,
+        extra=None if pseudo is None else pseudo.validation,
     )
     n_init = min(512, len(splits["train"]))
     x_init = torch.from_numpy(dataset.maps(splits["train"][:n_init]))

@@ -61,6 +61,9 @@ class MapBatches:
         seed: shuffle seed.
         memory_limit_gb: read everything into RAM if it fits in this budget.
         drop_last: drop the last partial batch.
+        extra: ``(maps, index, targets)`` pairs held in memory beside the
+            dataset's (pseudo-labelled target maps): pair ``j`` is
+            ``(maps[index[j]], targets[j])``; shuffled in with the others.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class MapBatches:
         seed: int = 0,
         memory_limit_gb: float = 4.0,
         drop_last: bool = False,
+        extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -88,6 +92,14 @@ class MapBatches:
         self._cache: torch.Tensor | None = None
         if nbytes <= memory_limit_gb * 2**30:
             self._cache = torch.from_numpy(self._read(self.indices))
+        self._extra = None
+        if extra is not None:
+            maps, index, theta = extra
+            self._extra = (
+                torch.from_numpy(np.ascontiguousarray(maps, np.float32)),
+                torch.as_tensor(np.asarray(index, np.int64)),
+                torch.as_tensor(np.asarray(theta, np.float32)),
+            )
 
     def _read(self, idx: np.ndarray) -> np.ndarray:
         # Sorted reads are far faster in HDF5; restore the order afterwards.
@@ -97,12 +109,15 @@ class MapBatches:
     def in_memory(self) -> bool:
         return self._cache is not None
 
+    def _n(self) -> int:
+        return len(self.indices) + (0 if self._extra is None else len(self._extra[1]))
+
     def __len__(self) -> int:
-        n = len(self.indices)
+        n = self._n()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        n = len(self.indices)
+        n = self._n()
         order = np.arange(n)
         if self.shuffle:
             order = np.random.default_rng(
@@ -113,9 +128,28 @@ class MapBatches:
             pos = order[start : start + self.batch_size]
             if self.drop_last and len(pos) < self.batch_size:
                 break
+            if self._extra is not None:
+                yield self._mixed(pos)
+                continue
             if self._cache is not None:
                 x = self._cache[torch.from_numpy(pos)]
             else:
                 x = torch.from_numpy(self._read(self.indices[pos]))
             y = None if self.targets is None else self.targets[torch.from_numpy(pos)]
             yield x, y
+
+    def _mixed(self, pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch of dataset and ``extra`` pairs, in the order of ``pos``."""
+        maps, index, theta = self._extra
+        own = pos < len(self.indices)
+        mine, theirs = torch.from_numpy(pos[own]), pos[~own] - len(self.indices)
+        if self._cache is not None:
+            x_own = self._cache[mine]
+        else:
+            x_own = torch.from_numpy(self._read(self.indices[pos[own]]))
+        x = torch.empty((len(pos), *maps.shape[1:]), dtype=maps.dtype)
+        y = torch.empty((len(pos), theta.shape[1]), dtype=theta.dtype)
+        keep = torch.from_numpy(own)
+        x[keep], x[~keep] = x_own, maps[index[torch.from_numpy(theirs)]]
+        y[keep], y[~keep] = self.targets[mine], theta[torch.from_numpy(theirs)]
+        return x, y
