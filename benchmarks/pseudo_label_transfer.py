@@ -61,7 +61,14 @@ def _alignment() -> Any:
 
 
 def train_student(
-    al: Any, out: Path, tng: Path, target: Path, teacher: Path, draws: int, seed: int
+    al: Any,
+    out: Path,
+    tng: Path,
+    target: Path,
+    teacher: Path,
+    draws: int,
+    seed: int,
+    tag: str = "",
 ) -> Any:
     """The all-channel student (paper-grid settings), cached in its run dir."""
     from sbi_exsitu.config.experiment import ExperimentConfig
@@ -69,11 +76,6 @@ def train_student(
     from sbi_exsitu.runs import RunDirectory
     from sbi_exsitu.training.fit import fit
 
-    tag = (
-        ""
-        if al.POSTERIOR["ensemble_size"] == 1
-        else f"__k{al.POSTERIOR['ensemble_size']}"
-    )
     cfg = ExperimentConfig.from_dict(
         {
             "run": {
@@ -84,17 +86,31 @@ def train_student(
             },
             "data": {"train": str(tng), "split_seed": 0},
             "posterior": al.POSTERIOR,
-            "training": al.TRAINING
-            | {
+            "training": {
                 "pseudo_label_data": str(target),
                 "pseudo_label_teacher": str(teacher),
                 "pseudo_label_draws": draws,
-            },
+            }
+            | al.TRAINING,
         }
     )
     if RunDirectory(cfg.run_dir).is_finished:
         return load_posterior(cfg.run_dir)
     return fit(cfg, progress=False, evaluate=False).posterior
+
+
+def overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["training.max_epochs=80", ...]`` -> {"training": {"max_epochs": 80}}."""
+    out: dict[str, dict[str, Any]] = {"training": {}, "posterior": {}}
+    for item in items:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if section not in out or not name or not value:
+            raise SystemExit(
+                f"--set {item!r}: expected training.KEY=VALUE or posterior.KEY=VALUE"
+            )
+        out[section][name] = json.loads(value)
+    return out
 
 
 def main() -> None:
@@ -110,6 +126,13 @@ def main() -> None:
     parser.add_argument(
         "--members", type=int, default=1, help="ensemble members of both posteriors"
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        help="training.KEY=VALUE / posterior.KEY=VALUE for student and baseline "
+        "(JSON values; the baseline is then re-trained in --out)",
+    )
     args = parser.parse_args()
     from sbi_exsitu.data.dataset import MapDataset
     from sbi_exsitu.device import configure_threads
@@ -119,6 +142,11 @@ def main() -> None:
     # The grid's one-member posterior, or a mixture of --members (run names say so).
     al.POSTERIOR = {**al.POSTERIOR, "ensemble_size": args.members}
     tag = "" if args.members == 1 else f"__k{args.members}"
+    changed = overrides(args.set)
+    al.POSTERIOR |= changed["posterior"]
+    al.TRAINING = al.TRAINING | changed["training"]
+    for item in sorted(args.set):
+        tag += "__" + item.split(".", 1)[1].replace("=", "-").replace('"', "")
     tng_path = args.data / "tng-like__all5__ap4.h5"
     eagle_path = args.data / "eagle-like__all5__ap4.h5"
     unlabelled = al.unlabelled_target(eagle_path, args.align_out)
@@ -126,13 +154,16 @@ def main() -> None:
     results: dict[str, Any] = {}
     for seed in args.seeds:
         teacher = args.align_out / "runs" / f"{args.teacher}__none__s{seed}"
+        # The grid's baseline is the alignment benchmark's run; another one
+        # (--set, --members) is trained beside the students.
+        base_out = args.out / f"s{seed}" if args.set else args.align_out
         base, _ = al.train(
-            args.align_out, tng_path, unlabelled, f"none{tag}__s{seed}", {}, seed
+            base_out, tng_path, unlabelled, f"none{tag}__s{seed}", {}, seed
         )
         posts = {"baseline": base}
         for d in args.draws:
             posts[f"student d={d}"] = train_student(
-                al, args.out / f"s{seed}", tng_path, unlabelled, teacher, d, seed
+                al, args.out / f"s{seed}", tng_path, unlabelled, teacher, d, seed, tag
             )
         row = {}
         with MapDataset(tng_path) as tng, MapDataset(eagle_path) as eagle:
@@ -173,6 +204,7 @@ def main() -> None:
                 "benchmark": "pseudo_label_transfer",
                 "teacher": args.teacher,
                 "members": args.members,
+                "set": args.set,
                 "seeds": args.seeds,
                 "mean": mean,
                 "tng_rmse_ratio": ratio,

@@ -12,8 +12,9 @@ import pytest
 from sbi_exsitu.config.experiment import ExperimentConfig, TrainingSection
 from sbi_exsitu.data.dataset import MapDataset
 from sbi_exsitu.errors import ConfigError, RunDataChangedError
+from sbi_exsitu.runs import RunDirectory
 from sbi_exsitu.training.fit import fit
-from sbi_exsitu.training.pseudo_labels import PSEUDO_LABEL_FILE
+from sbi_exsitu.training.pseudo_labels import PSEUDO_LABEL_FILE, pseudo_labels
 from sbi_exsitu.training.torchdata import MapBatches
 from tests.conftest import toy_experiment, write_toy_dataset
 
@@ -140,3 +141,30 @@ def test_map_runs_refuse_pseudo_labels(tmp_path, toy_run) -> None:
     cfg = cfg.replace(posterior=dataclasses.replace(cfg.posterior, kind="map"))
     with pytest.raises(ConfigError, match="pseudo-labels train scalar"):
         fit(cfg, progress=False)
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_target_maps_split_by_galaxy_into_training_and_validation(
+    tmp_path, toy_run, validation
+) -> None:
+    _, _, teacher = toy_run
+    target = write_toy_dataset(tmp_path / "target.h5", n_galaxies=40, seed=9)
+    cfg = _student(
+        tmp_path, teacher.run_dir, target, draws=3, pseudo_label_validation=validation
+    )
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    with MapDataset(cfg.train_path) as ds, MapDataset(target) as tgt:
+        pseudo = pseudo_labels(cfg, ds, run)
+        galaxies = np.asarray(tgt.labels["galaxy_id"])
+        val = tgt.splits(seed=cfg.data.split_seed)["validation"]
+    n_train, n_val = len(pseudo.train_maps), len(pseudo.val_maps)
+    assert n_train + n_val == len(galaxies)
+    assert len(pseudo.train_index) == 3 * n_train  # one pair per draw
+    if validation:
+        assert n_val == len(val) > 0 and pseudo.validation is not None
+        # No galaxy on both sides.
+        train_ids = set(np.delete(galaxies, val))
+        assert not train_ids & set(galaxies[val])
+    else:
+        assert n_val == 0 and pseudo.validation is None

@@ -185,7 +185,9 @@ class TrainingSection:
     training set) and ``pseudo_label_teacher`` (a finished scalar run on a
     channel subset that transfers to the target), each target map gets
     ``pseudo_label_draws`` f_ex draws from the teacher's posterior, and the run
-    trains on its labelled maps plus these.
+    trains on its labelled maps plus these. ``pseudo_label_validation = false``
+    stops early on the labelled validation split alone (the target maps' own
+    validation split then trains too).
     """
 
     batch_size: int = field(default=128, metadata={"min": 2})
@@ -208,6 +210,7 @@ class TrainingSection:
     pseudo_label_data: str = ""
     pseudo_label_teacher: str = ""
     pseudo_label_draws: int = field(default=1, metadata={"min": 1})
+    pseudo_label_validation: bool = True
 
     def __post_init__(self) -> None:
         # The values of sbi_exsitu.training.align.ALIGN_METHODS (a floor above).
@@ -416,7 +419,7 @@ class ExperimentConfig:
                 out["training"].pop(key)
         if not self.training.pseudo_label_data:
             # Off: left out, so runs made before pseudo-labels still match.
-            for key in ("data", "teacher", "draws"):
+            for key in ("data", "teacher", "draws", "validation"):
                 out["training"].pop(f"pseudo_label_{key}")
         if self.misspecification.active:
             # Off: left out, so runs made before the section existed still

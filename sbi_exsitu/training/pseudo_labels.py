@@ -19,8 +19,9 @@ This is self-training with a teacher that sees an invariant view of the data
 Blitzer 2011, "Co-training for domain adaptation", NeurIPS); no library ships it
 for NPE, hence by hand. The labelled data keep their own train/validation/test
 split (the test metrics are the source's alone); the target maps are split by
-galaxy too, their validation part joins early stopping and the rest trains
-(none is a test set: their labels are the teacher's, not the truth).
+galaxy too, their validation part joins early stopping (unless
+``pseudo_label_validation = false``) and the rest trains (none is a test set:
+their labels are the teacher's, not the truth).
 
 The labels are written to ``pseudo_labels.json`` in the run directory with the
 teacher and the target data's identity, and read back on resume, so an
@@ -81,8 +82,10 @@ class PseudoLabels:
         return self.train_maps, self.train_index, self.train_theta
 
     @property
-    def validation(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``MapBatches(extra=...)`` of the validation pairs."""
+    def validation(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``MapBatches(extra=...)`` of the validation pairs (None: none)."""
+        if not len(self.val_index):
+            return None
         return self.val_maps, self.val_index, self.val_theta
 
 
@@ -139,9 +142,10 @@ def pseudo_labels(
         # The target maps' own split by galaxy: validation joins early stopping,
         # train and test both train (no pseudo-labelled map is ever a test).
         splits = tgt.splits(seed=cfg.data.split_seed)
+        val = splits["validation"] if tr.pseudo_label_validation else []
         parts = {
-            "train": np.sort(np.concatenate([splits["train"], splits["test"]])),
-            "val": np.sort(splits["validation"]),
+            "train": np.setdiff1d(np.arange(len(tgt)), val),
+            "val": np.sort(np.asarray(val, np.int64)),
         }
         maps = {k: tgt.maps(idx) for k, idx in parts.items()}
     draws = tr.pseudo_label_draws
