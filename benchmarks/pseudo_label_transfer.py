@@ -99,6 +99,22 @@ def train_student(
     return fit(cfg, progress=False, evaluate=False).posterior
 
 
+def fewer_views(unlabelled: Path, views: int) -> Path:
+    """The first ``views`` views of every galaxy of ``unlabelled`` (0: all)."""
+    from sbi_exsitu.data.dataset import MapDataset
+    from sbi_exsitu.studies.crosstest.data import _copy_galaxies
+
+    if not views:
+        return unlabelled
+    out = unlabelled.with_name(f"{unlabelled.stem}__views{views}.h5")
+    if not out.exists():
+        with MapDataset(unlabelled) as ds:
+            keep = np.flatnonzero(np.asarray(ds.labels["view_id"]) < views)
+            attrs = {"source": "bench-pseudo", "derived_from": str(unlabelled)}
+            _copy_galaxies(ds, keep, out, ds.render_config, attrs)
+    return out
+
+
 def overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["training.max_epochs=80", ...]`` -> {"training": {"max_epochs": 80}}."""
     out: dict[str, dict[str, Any]] = {"training": {}, "posterior": {}}
@@ -133,6 +149,12 @@ def main() -> None:
         help="training.KEY=VALUE / posterior.KEY=VALUE for student and baseline "
         "(JSON values; the baseline is then re-trained in --out)",
     )
+    parser.add_argument(
+        "--target-views",
+        type=int,
+        default=0,
+        help="pseudo-label only the first K views of each target galaxy (0: all)",
+    )
     args = parser.parse_args()
     from sbi_exsitu.data.dataset import MapDataset
     from sbi_exsitu.device import configure_threads
@@ -149,7 +171,9 @@ def main() -> None:
         tag += "__" + item.split(".", 1)[1].replace("=", "-").replace('"', "")
     tng_path = args.data / "tng-like__all5__ap4.h5"
     eagle_path = args.data / "eagle-like__all5__ap4.h5"
-    unlabelled = al.unlabelled_target(eagle_path, args.align_out)
+    unlabelled = fewer_views(
+        al.unlabelled_target(eagle_path, args.align_out), args.target_views
+    )
     labels = ["baseline"] + [f"student d={d}" for d in args.draws]
     results: dict[str, Any] = {}
     for seed in args.seeds:
@@ -163,7 +187,14 @@ def main() -> None:
         posts = {"baseline": base}
         for d in args.draws:
             posts[f"student d={d}"] = train_student(
-                al, args.out / f"s{seed}", tng_path, unlabelled, teacher, d, seed, tag
+                al,
+                args.out / f"s{seed}",
+                tng_path,
+                unlabelled,
+                teacher,
+                d,
+                seed,
+                tag + (f"__views{args.target_views}" if args.target_views else ""),
             )
         row = {}
         with MapDataset(tng_path) as tng, MapDataset(eagle_path) as eagle:
@@ -205,6 +236,7 @@ def main() -> None:
                 "teacher": args.teacher,
                 "members": args.members,
                 "set": args.set,
+                "target_views": args.target_views,
                 "seeds": args.seeds,
                 "mean": mean,
                 "tng_rmse_ratio": ratio,

@@ -98,7 +98,7 @@ def test_fit_trains_on_teacher_labels_and_resumes_on_the_same(tmp_path, toy_run)
     assert np.abs(err).mean() < 0.08 and np.abs(err).min() > 0
     summary = result.metrics["pseudo_labels"]
     assert summary["n_train_maps"] + summary["n_validation_maps"] == n_maps
-    assert summary["n_validation_maps"] > 0
+    assert summary["n_validation_maps"] == 0  # default: all target maps train
     # The test split stays the labelled dataset's own.
     with MapDataset(cfg.train_path) as labelled:
         n_test = len(labelled.splits(seed=cfg.data.split_seed)["test"])

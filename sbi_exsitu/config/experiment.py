@@ -185,9 +185,9 @@ class TrainingSection:
     training set) and ``pseudo_label_teacher`` (a finished scalar run on a
     channel subset that transfers to the target), each target map gets
     ``pseudo_label_draws`` f_ex draws from the teacher's posterior, and the run
-    trains on its labelled maps plus these. ``pseudo_label_validation = false``
-    stops early on the labelled validation split alone (the target maps' own
-    validation split then trains too).
+    trains on its labelled maps plus these. Early stopping watches the labelled
+    validation split alone (``pseudo_label_validation = true``: the target maps'
+    own validation split too; measured worse, docs/crosstest.md).
     """
 
     batch_size: int = field(default=128, metadata={"min": 2})
@@ -210,7 +210,7 @@ class TrainingSection:
     pseudo_label_data: str = ""
     pseudo_label_teacher: str = ""
     pseudo_label_draws: int = field(default=1, metadata={"min": 1})
-    pseudo_label_validation: bool = True
+    pseudo_label_validation: bool = False
 
     def __post_init__(self) -> None:
         # The values of sbi_exsitu.training.align.ALIGN_METHODS (a floor above).
