@@ -78,3 +78,22 @@ def test_markdown_has_one_row_per_channel_set_and_setting(bench) -> None:
     assert lines[2].startswith("| all5 | none | 2 | -0.020 [-0.020, -0.020]")
     assert "0.700 [0.600, 0.800]" in lines[2]
     assert lines[3].startswith("| mass_kinematics | none | 1 | -0.020 |")
+
+
+def test_pseudo_label_benchmark_parses_overrides_and_keeps_views(tmp_path) -> None:
+    pl = load_benchmark("pseudo_label_transfer")
+    got = pl.overrides(
+        ["training.max_lr_reductions=3", "posterior.embedding_features=64"]
+    )
+    assert got == {
+        "training": {"max_lr_reductions": 3},
+        "posterior": {"embedding_features": 64},
+    }
+    with pytest.raises(SystemExit, match="training.KEY=VALUE"):
+        pl.overrides(["max_epochs=3"])
+    src = tmp_path / "eagle.h5"
+    _write(src, "eagle-like", 0)
+    assert pl.fewer_views(src, 0) == src
+    with MapDataset(pl.fewer_views(src, 1)) as ds:
+        assert set(np.asarray(ds.labels["view_id"])) == {0}
+        assert len(np.unique(ds.labels["galaxy_id"])) == 3
