@@ -120,6 +120,7 @@ def pseudo_labels(
     with MapDataset(tr.pseudo_label_data) as tgt:
         tgt.check_config(dataset.render_config)
         identity = dataset_identity(tgt)
+        all_maps = tgt.maps(slice(None))  # read once: for the teacher and training
         file = run / PSEUDO_LABEL_FILE
         if file.exists():
             stored = run.read_json(PSEUDO_LABEL_FILE)
@@ -131,7 +132,7 @@ def pseudo_labels(
                 )
             theta = np.asarray(stored["labels"], np.float32)
         else:
-            theta = _draw(cfg, dataset, tgt, progress)
+            theta = _draw(cfg, dataset, all_maps, progress)
             atomic_write_json(
                 file,
                 {
@@ -142,15 +143,15 @@ def pseudo_labels(
                     "labels": theta.tolist(),
                 },
             )
-        # The target maps' own split by galaxy: validation joins early stopping,
-        # train and test both train (no pseudo-labelled map is ever a test).
+        # No pseudo-labelled map is ever a test map; with pseudo_label_validation
+        # the target's own validation split (by galaxy) joins early stopping.
         splits = tgt.splits(seed=cfg.data.split_seed)
         val = splits["validation"] if tr.pseudo_label_validation else []
         parts = {
             "train": np.setdiff1d(np.arange(len(tgt)), val),
             "val": np.sort(np.asarray(val, np.int64)),
         }
-        maps = {k: tgt.maps(idx) for k, idx in parts.items()}
+    maps = {k: all_maps[idx] for k, idx in parts.items()}
     draws = tr.pseudo_label_draws
     index = {k: np.repeat(np.arange(len(idx)), draws) for k, idx in parts.items()}
     labels = {k: theta[idx].reshape(-1, theta.shape[-1]) for k, idx in parts.items()}
@@ -176,9 +177,9 @@ def pseudo_labels(
 
 
 def _draw(
-    cfg: ExperimentConfig, dataset: MapDataset, tgt: MapDataset, progress: bool
+    cfg: ExperimentConfig, dataset: MapDataset, maps: np.ndarray, progress: bool
 ) -> np.ndarray:
-    """(n_maps, draws, D) teacher draws on the teacher's channels of ``tgt``."""
+    """(n_maps, draws, D) teacher draws on the teacher's channels of ``maps``."""
     from sbi_exsitu.posteriors import load_posterior
 
     tr = cfg.training
@@ -208,9 +209,8 @@ def _draw(
         )
     # Channels are rendered independently, so slicing them is exact.
     keep = [list(ours.channels).index(c) for c in theirs.channels]
-    maps = tgt.maps(slice(None))[:, keep]
     return teacher.sample(
-        maps,
+        maps[:, keep],
         tr.pseudo_label_draws,
         seed=derive_seed(cfg.run.seed, "pseudo-labels"),
         progress=progress,

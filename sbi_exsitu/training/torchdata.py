@@ -128,28 +128,27 @@ class MapBatches:
             pos = order[start : start + self.batch_size]
             if self.drop_last and len(pos) < self.batch_size:
                 break
-            if self._extra is not None:
-                yield self._mixed(pos)
-                continue
+            # Dataset pairs come first in the numbering, then the extra ones.
+            own = pos[pos < len(self.indices)]
             if self._cache is not None:
-                x = self._cache[torch.from_numpy(pos)]
+                x = self._cache[torch.from_numpy(own)]
             else:
-                x = torch.from_numpy(self._read(self.indices[pos]))
-            y = None if self.targets is None else self.targets[torch.from_numpy(pos)]
+                x = torch.from_numpy(self._read(self.indices[own]))
+            y = None if self.targets is None else self.targets[torch.from_numpy(own)]
+            if len(own) < len(pos):
+                x, y = self._with_extra(pos, x, y)
             yield x, y
 
-    def _mixed(self, pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch of dataset and ``extra`` pairs, in the order of ``pos``."""
+    def _with_extra(
+        self, pos: np.ndarray, x_own: torch.Tensor, y_own: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch ``pos``: the dataset's pairs ``(x_own, y_own)`` and the
+        ``extra`` ones, in the order of ``pos``."""
         maps, index, theta = self._extra
-        own = pos < len(self.indices)
-        mine, theirs = torch.from_numpy(pos[own]), pos[~own] - len(self.indices)
-        if self._cache is not None:
-            x_own = self._cache[mine]
-        else:
-            x_own = torch.from_numpy(self._read(self.indices[pos[own]]))
+        keep = torch.from_numpy(pos < len(self.indices))
+        theirs = torch.from_numpy(pos[~keep.numpy()] - len(self.indices))
         x = torch.empty((len(pos), *maps.shape[1:]), dtype=maps.dtype)
         y = torch.empty((len(pos), theta.shape[1]), dtype=theta.dtype)
-        keep = torch.from_numpy(own)
-        x[keep], x[~keep] = x_own, maps[index[torch.from_numpy(theirs)]]
-        y[keep], y[~keep] = self.targets[mine], theta[torch.from_numpy(theirs)]
+        x[keep], x[~keep] = x_own, maps[index[theirs]]
+        y[keep], y[~keep] = y_own, theta[theirs]
         return x, y
