@@ -21,7 +21,9 @@ stage lands).
 Detectors: ``knn_embedding`` (the old default, baseline), ``mmd_embedding``,
 ``knn_pca`` / ``gauss_pca`` / ``flow_pca`` (k-NN, Mahalanobis distance and a zuko
 flow with a two-sided typicality score on the PCA of the downsampled maps,
-unsupervised and independent of the posterior), and ``classifier_embedding`` /
+unsupervised and independent of the posterior), the same on the radial
+profiles (``*_profile``; ``flow_profile_d32`` keeps 32 whitened components, the
+default before the streams world, against 10 now), and ``classifier_embedding`` /
 ``classifier_pca``: a supervised logistic domain classifier trained on the two
 models' training maps, the UPPER BOUND of what a detector can find in each
 representation (it has seen the shift, a deployed detector has not).
@@ -30,6 +32,11 @@ Usage::
 
     python benchmarks/misspecification.py [--out runs/bench-misspec]
         [--galaxies 300] [--epochs 10]
+
+The default detector (``default detector`` line) runs end to end as a run
+does: fitted on the training split, its p-values calibrated on 1,500 fresh
+in-model galaxies (``[misspecification] calibration_galaxies = 1500``), its
+false-alarm rate counted on one view of each of 1,500 other fresh galaxies.
 
 Datasets and posteriors are cached under ``--out`` (rerun = scoring only).
 Prints a table, then as the LAST line one JSON object with the table.
@@ -105,7 +112,8 @@ OBSERVE = {"tng-like-observed": {"redshift": [0.03, 0.15]}}
 #: data key -> (galaxies, views) when not (--galaxies, "balanced"): 1,500 fresh
 #: galaxies with 4 views each for the per-galaxy false-alarm rate (one view per
 #: galaxy is scored; a binomial 95 % interval of a 5 % rate is then +-0.011).
-#: "-fresh2": 1,500 more with balanced views (does the view policy matter?).
+#: "-fresh2": 1,500 more with balanced views, the default detector's calibration
+#: galaxies (as a run with ``calibration_galaxies = 1500`` simulates them).
 SIZES = {f"{m}-fresh{i}": (1500, v) for m in ("tng-like", "eagle-like")
          for i, v in ((1, 4), (2, "balanced"))}  # fmt: skip
 DATA |= {
@@ -165,7 +173,7 @@ def _needed_keys(cases: list[tuple[str, str, str, tuple]], align: bool) -> list[
     keys: list[str] = []
     for _, train_key, tgt_key, _ in cases:
         keys += [train_key, tgt_key.split("+psf")[0]]
-        keys += [f"{train_key}-fresh", f"{train_key}-fresh1"]
+        keys += [f"{train_key}-fresh{i}" for i in ("", "1", "2")]
     if align:
         keys += ["tng-like", "eagle-like", "eagle-unlabelled"]
     return list(dict.fromkeys(keys))
@@ -222,12 +230,14 @@ def evaluate_case(
     curves: dict | None = None,
     default_only: bool = False,
     fresh_galaxies: Any = None,
+    calibration: Any = None,
 ) -> dict[str, dict[str, float]]:
     """Every detector on one case: source train/val/test vs the target's test.
 
     ``curves`` (if given) receives ``{detector: (negative, positive scores)}``;
     ``fresh_galaxies`` (fresh in-model galaxies) gives the default detector's
-    false-alarm rate per galaxy (one view each).
+    false-alarm rate per galaxy (one view each), ``calibration`` its
+    calibration galaxies (:func:`_default_detector`).
     """
     from sbi_exsitu.evaluation.map_features import FEATURE_KINDS, MapFeatures
     from sbi_exsitu.evaluation.misspecification import (
@@ -240,7 +250,7 @@ def evaluate_case(
     if default_only:
         return {
             "default_detector": _default_detector(
-                posterior, src, tgt, fresh, alpha, seed, fresh_galaxies
+                posterior, src, tgt, fresh, alpha, seed, fresh_galaxies, calibration
             )
         }
     sp, tp = src.splits(seed=0), tgt.splits(seed=0)
@@ -291,12 +301,19 @@ def evaluate_case(
                 pos, sec = _timed(dens.typicality, space["tgt"])
                 cal = dens.typicality(space["val"])
                 result(f"{kind}_{space_name}", cal, neg, pos, sec)
+        if space_name == "profile":  # the default before the streams world
+            mf = MapFeatures.fit(maps["train"], kind="profile", n_components=32)
+            z32 = {k: mf.transform(v) for k, v in maps.items()}
+            dens = mf.density(z32["train"], kind="flow", seed=seed)
+            neg, cal = dens.typicality(z32["test"]), dens.typicality(z32["val"])
+            pos, sec = _timed(dens.typicality, z32["tgt"])
+            result("flow_profile_d32", cal, neg, pos, sec)
         clf = H.logistic(space["train"], space["tgt_train"], seed)
         pos, sec = _timed(clf, space["tgt"])
         cal, neg = clf(space["val"]), clf(space["test"])
         result(f"classifier_{space_name}", cal, neg, pos, sec)
     out["default_detector"] = _default_detector(
-        posterior, src, tgt, fresh, alpha, seed, fresh_galaxies
+        posterior, src, tgt, fresh, alpha, seed, fresh_galaxies, calibration
     )
     return out
 
@@ -309,9 +326,19 @@ def _default_detector(
     alpha: float,
     seed: int,
     fresh_galaxies: Any = None,
+    calibration: Any = None,
 ) -> dict[str, float]:
     """The package's default detector end to end (fit, score from maps), and how
-    well its ``misspec_shift`` predicts the posterior's error on shifted maps."""
+    well its ``misspec_shift`` predicts the posterior's error on shifted maps.
+
+    ``calibration`` (fresh in-model galaxies, balanced views): the p-values are
+    recalibrated on them, as a run with ``[misspecification]
+    calibration_galaxies`` does (the quickstart's default: 1,500); the rate
+    with the validation split's calibration is kept as ``far_galaxies_val``.
+    ``auc_galaxies_all``: one view of each of the ``fresh_galaxies`` against one
+    view of every target galaxy (the default detector never reads the target's
+    training split), a tighter AUC than the test splits' ~75 galaxies each.
+    """
     from scipy.stats import spearmanr
 
     from sbi_exsitu.evaluation.misspecification import (
@@ -323,15 +350,24 @@ def _default_detector(
     det = MisspecificationDetector.fit(
         posterior, src, sp["train"], sp["validation"], alpha=alpha, seed=seed
     )
+    row: dict[str, Any] = {"calibration": "validation"}
+    if calibration is not None:
+        if fresh_galaxies is not None:
+            far = H.per_galaxy_far(det, posterior, fresh_galaxies)
+            row["far_galaxies_val"] = far["far_galaxies"]
+        z_cal = det.represent(posterior, calibration)
+        det = det.calibrate(z_cal, calibration.labels["galaxy_id"])
+        row["calibration"] = f"{len(np.unique(calibration.labels['galaxy_id']))} fresh"
     neg = det.score(posterior, src, sp["test"])
     maps = tgt.maps(tp["test"])
     t = time.perf_counter()
     z = det.represent(posterior, maps)
     pos = det.score_embeddings(z)
     sec = time.perf_counter() - t
-    row = {
+    row |= {
         "features": det.features,
         "method": det.method,
+        "n_components": det.space[2],
         "auc": round(roc_auc(neg.score, pos.score), 3),
         "detection": round(float(pos.flag.mean()), 3),
         "false_alarm": round(float(neg.flag.mean()), 3),
@@ -349,6 +385,16 @@ def _default_detector(
     }
     if fresh_galaxies is not None:
         row |= H.per_galaxy_far(det, posterior, fresh_galaxies)
+        if not isinstance(tgt, H.Blurred):  # blurred source maps: not all unseen
+            neg_all = det.score(
+                posterior, fresh_galaxies, H.one_view_per_galaxy(fresh_galaxies)
+            ).score
+            pos_all = det.score(posterior, tgt, H.one_view_per_galaxy(tgt))
+            row |= {
+                "auc_galaxies_all": round(roc_auc(neg_all, pos_all.score), 3),
+                "detection_galaxies_all": round(float(pos_all.flag.mean()), 3),
+                "n_galaxies_all": [len(neg_all), len(pos_all.score)],
+            }
     # How far off? The shift estimate against the real error, per map.
     median = np.median(posterior.sample(maps, 200, seed=seed)[:, :, 0], axis=1)
     error = median - tgt.labels["f_ex"][tp["test"]]
@@ -425,6 +471,7 @@ def main(argv: list[str] | None = None) -> dict:
             MapDataset(paths[(tgt_key.split("+psf")[0], chans)]) as tgt_ds,
             MapDataset(paths[(f"{train_key}-fresh", chans)]) as fresh,
             MapDataset(paths[(f"{train_key}-fresh1", chans)]) as fresh1,
+            MapDataset(paths[(f"{train_key}-fresh2", chans)]) as fresh2,
         ):
             # Observed maps go in as arrays: the posterior's config check (which
             # refuses them from a dataset) is what a mis-set-up run would skip.
@@ -440,6 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
                 curves,
                 args.default_only,
                 fresh1,
+                fresh2,
             )
         if args.figure and name == CASES[0][0] and not args.default_only:
             keep = (

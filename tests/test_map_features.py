@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sbi_exsitu.evaluation.map_features import (
+    DEFAULT_COMPONENTS,
     FeatureDensity,
     MapFeatures,
     radial_profiles,
@@ -44,6 +45,20 @@ def test_features_are_white_on_the_training_maps(kind: str) -> None:
     np.testing.assert_allclose(feats.transform(m[:5]), z[:5])
     with pytest.raises(ValueError, match="kind"):
         MapFeatures.fit(m, kind="wavelet")
+    with pytest.raises(ValueError, match="n_components"):
+        MapFeatures.fit(m, kind=kind, n_components=0)
+
+
+def test_default_keeps_the_leading_components_and_records_the_count() -> None:
+    m = _maps(400)
+    feats = MapFeatures.fit(m)  # 2 channels x 8 annuli x (mean, RMS) = 32 raw
+    assert feats.components.shape == (DEFAULT_COMPONENTS, 32)
+    assert feats.n_components == feats.to_json()["n_components"] == DEFAULT_COMPONENTS
+    # The leading components: the 32-component fit's first ones, in order.
+    full = MapFeatures.fit(m, n_components=32)
+    np.testing.assert_allclose(
+        np.abs(feats.transform(m)), np.abs(full.transform(m)[:, :DEFAULT_COMPONENTS])
+    )
 
 
 def test_typicality_flags_both_tails_and_the_flow_roundtrips(tmp_path) -> None:

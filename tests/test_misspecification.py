@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sbi_exsitu.evaluation.map_features import DEFAULT_COMPONENTS
 from sbi_exsitu.evaluation.misspecification import (
     DETECTOR_DIR,
     MisspecificationDetector,
@@ -256,7 +257,14 @@ def test_predict_reports_flags_and_stores_the_detector(shifted_run) -> None:
     assert (old.features, old.method) == ("embedding", "knn")
     assert MisspecificationDetector.load(result.run_dir).features == "embedding"
     new = MisspecificationDetector.for_run(result.posterior, run_dir=result.run_dir)
-    assert (new.features, new.method) == ("profile", "flow")
+    assert new.space == ("profile", "flow", DEFAULT_COMPONENTS)
+    # One of another component count (or saved before it was recorded) too.
+    other = MisspecificationDetector.for_run(
+        result.posterior, run_dir=result.run_dir, n_components=4
+    )
+    assert other.space[2] == 4 and len(other.map_features.components) == 4
+    new = MisspecificationDetector.for_run(result.posterior, run_dir=result.run_dir)
+    assert len(new.map_features.components) == DEFAULT_COMPONENTS
     out2 = predict(
         result.run_dir,
         shifted,

@@ -104,6 +104,7 @@ def read_detector(d: Path) -> dict[str, Any]:
             components=_load_npy(d / "features_components.npy"),
             n_bins=int(mf["n_bins"]),
             pool=int(mf["pool"]),
+            n_components=mf.get("n_components"),
         )
     if info.get("density") is not None:
         fields["density"] = FeatureDensity.load(info["density"], d / "flow.pt")

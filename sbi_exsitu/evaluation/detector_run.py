@@ -171,12 +171,13 @@ def detector_for_run(
     posterior: Any,
     run_dir: Path,
     *,
-    want: tuple[str, str],
+    want: tuple[str, str, int | None],
     progress: bool = False,
     fit_kwargs: dict[str, Any],
 ) -> Any:
     """The body of ``MisspecificationDetector.for_run`` (``cls``), see there;
-    ``want``: the ``(features, method)`` a cached detector must have."""
+    ``want``: the ``space`` (features, method, components) a cached detector
+    must have."""
     run = RunDirectory(run_dir)
     settings, run_seed = run_calibration_settings(run)
     wanted = _wanted(settings, run_seed)
@@ -223,7 +224,7 @@ def _wanted(settings: MisspecificationSection, run_seed: int) -> dict[str, Any] 
     return dataclasses.asdict(settings) | {"run_seed": run_seed}
 
 
-def _cached(cls: Any, run_dir: Path, want: tuple[str, str]) -> Any:
+def _cached(cls: Any, run_dir: Path, want: tuple[str, str, int | None]) -> Any:
     """The saved detector if it scores in the space and with the score wanted."""
     saved = run_dir / DETECTOR_DIR / "detector.json"
     if not saved.is_file():
@@ -240,10 +241,11 @@ def _cached(cls: Any, run_dir: Path, want: tuple[str, str]) -> Any:
             stacklevel=4,
         )
         return None
-    # Another space or score (a pre-#17 embedding k-NN) or per-view calibration
-    # (no weights: before #17's per-galaxy one): refit.
+    # Another space, score or component count (a pre-#17 embedding k-NN, 32
+    # unrecorded components) or per-view calibration (no weights: before #17's
+    # per-galaxy one): refit.
     weighted = det.calibration_weights is not None
-    return det if weighted and (det.features, det.method) == want else None
+    return det if weighted and det.space == want else None
 
 
 def _calibrated(

@@ -78,6 +78,7 @@ import torch
 from sbi_exsitu.data.dataset import MapDataset, subsample
 from sbi_exsitu.evaluation.detector_io import read_detector, write_detector
 from sbi_exsitu.evaluation.map_features import (
+    DEFAULT_COMPONENTS,
     FEATURE_KINDS,
     FeatureDensity,
     MapFeatures,
@@ -236,6 +237,7 @@ class MisspecificationDetector:
         alpha: float = 0.05,
         method: str = DEFAULT_METHOD,
         features: str = DEFAULT_FEATURES,
+        n_components: int = DEFAULT_COMPONENTS,
         k: int = 5,
         seed: int = 0,
     ) -> MisspecificationDetector:
@@ -251,6 +253,8 @@ class MisspecificationDetector:
             alpha: flag threshold.
             method: one of :data:`METHODS`.
             features: one of :data:`FEATURES`.
+            n_components: whitened components of the map features
+                (:class:`~sbi_exsitu.evaluation.map_features.MapFeatures`).
             k: neighbours of ``"knn"`` and :meth:`neighbour_targets`.
             seed: seeds the reference subsample and the flow.
         """
@@ -261,7 +265,12 @@ class MisspecificationDetector:
             ref = embed(posterior, dataset, train_idx)
             val = embed(posterior, dataset, val_idx)
         elif features in FEATURE_KINDS:
-            mf = MapFeatures.fit(dataset.maps(train_idx), kind=features, seed=seed)
+            mf = MapFeatures.fit(
+                dataset.maps(train_idx),
+                kind=features,
+                n_components=n_components,
+                seed=seed,
+            )
             ref, val = mf.transform(dataset, train_idx), mf.transform(dataset, val_idx)
         else:
             raise ValueError(f"'features' is {features!r}, expected one of {FEATURES}")
@@ -300,8 +309,8 @@ class MisspecificationDetector:
         and calibrated as the run's ``[misspecification]`` section asks (fresh
         in-model galaxies; :mod:`~sbi_exsitu.evaluation.detector_run`).
 
-        The saved detector is only a cache: one of other ``features`` or
-        ``method`` than asked for (the defaults unless given) is refitted, one
+        The saved detector is only a cache: one of another :attr:`space` than
+        asked for (the defaults unless given) is refitted, one
         calibrated otherwise recalibrated, a damaged one refitted (with a
         warning), and one that cannot be saved (a read-only run directory) is
         used without saving (with a warning). ``progress``: a bar while
@@ -315,13 +324,25 @@ class MisspecificationDetector:
         from sbi_exsitu.evaluation.detector_run import detector_for_run
 
         run_dir = Path(run_dir if run_dir is not None else posterior.run_dir)
+        features = fit_kwargs.get("features", DEFAULT_FEATURES)
         want = (
-            fit_kwargs.get("features", DEFAULT_FEATURES),
+            features,
             fit_kwargs.get("method", DEFAULT_METHOD),
+            None
+            if features == "embedding"
+            else fit_kwargs.get("n_components", DEFAULT_COMPONENTS),
         )
         return detector_for_run(
             cls, posterior, run_dir, want=want, progress=progress, fit_kwargs=fit_kwargs
         )
+
+    @property
+    def space(self) -> tuple[str, str, int | None]:
+        """``(features, method, n_components)``: what :meth:`for_run` matches a
+        saved detector on (``n_components`` None for the embedding, and for map
+        features saved before it was recorded)."""
+        mf = self.map_features
+        return self.features, self.method, None if mf is None else mf.n_components
 
     def with_method(
         self, method: str, k: int | None = None, seed: int = 0
