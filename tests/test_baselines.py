@@ -183,9 +183,10 @@ def test_mdn_cnn_beats_the_training_mean(toy: MapDataset) -> None:
         splits["train"],
         splits["validation"],
         ensemble_size=1,
-        max_epochs=3,
+        max_epochs=10,
         patience=3,
         batch_size=16,
+        lr=3e-3,
         hidden_features=64,
         seed=0,
         progress=False,
@@ -196,10 +197,10 @@ def test_mdn_cnn_beats_the_training_mean(toy: MapDataset) -> None:
     baseline = np.sqrt(
         np.mean((toy.labels["f_ex"][splits["train"]].mean() - truth) ** 2)
     )
-    # 3 epochs on ~200 maps: the ratio rmse/baseline is seed-sensitive (0.74-1.6
-    # over seeds 0-3 with the derived seeds of the shared loop), so only a clear
-    # margin over the training mean is asserted.
-    assert rmse < 0.95 * baseline
+    # rmse / baseline over seeds 0-11: 0.25-0.74 with 10 epochs at lr 3e-3. With
+    # 3 epochs at the default 1e-3 it was 0.78-1.58 over seeds 0-3, and seed 0
+    # read 0.98 on some CPUs (numerics differ): this test failed there.
+    assert rmse < 0.9 * baseline
     assert np.all(mix.std > 0)
 
 
