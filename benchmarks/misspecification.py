@@ -496,6 +496,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "classifier_embedding",
                 "knn_profile",
                 "flow_profile",
+                "flow_profile_d32",
                 "classifier_profile",
                 "flow_pca",
             )

@@ -33,8 +33,9 @@ scatters by ~0.025 at 75 validation galaxies (why and what to do:
 
 **How far off?** ``neighbour_f_ex`` (column ``misspec_nn_f_ex``) is the mean true
 f_ex of the ``k`` training maps nearest in the detector's space; ``misspec_shift``
-= posterior median - it has the sign of the real error but several times its
-size (benchmarks/misspecification.py); per galaxy (tng-like -> eagle-like, all
+= posterior median - it; its mean had the sign of the mean error on every cross
+cell of the smooth mock world and on four of six of the streams world, at 1.3-2x
+its size (benchmarks/misspecification.py); per galaxy (tng-like -> eagle-like, all
 channels at 4 r_e) ``|shift|`` ranks ``|error|`` with Spearman 0.35 at 1.6x its
 size, and neither more neighbours, the neighbours' own errors nor a rescaling
 did better (benchmarks/misspec_shift.py): a warning, not a correction.
