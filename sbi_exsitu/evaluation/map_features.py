@@ -23,7 +23,7 @@ add as much scatter to a density score as the few that carry the shift. Measured
 on the streams world (``benchmarks/misspecification.py``, 500 galaxies per model,
 profiles + flow, one view per galaxy): tng-like -> eagle-like AUC 0.91 / 0.95 /
 0.95 / 0.92 / 0.91 with 6 / 8 / 10-12 / 16 / 32 components, eagle-like ->
-tng-like 0.85 (8) to 0.76 (32); below 8 the score loses the shift (0.69 at 4).
+tng-like 0.85 (8) to 0.76 (32); fewer than 8 lose the shift (0.69 at 4).
 
 :class:`FeatureDensity` adds a density of the whitened features (a Gaussian, or a
 zuko normalising flow) and the two-sided typicality score
