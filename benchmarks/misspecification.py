@@ -351,9 +351,14 @@ def _default_detector(
         posterior, src, sp["train"], sp["validation"], alpha=alpha, seed=seed
     )
     row: dict[str, Any] = {"calibration": "validation"}
+    # The fresh galaxies' features once: calibration changes p-values, not them.
+    z_fresh = None
+    if fresh_galaxies is not None:
+        idx = H.one_view_per_galaxy(fresh_galaxies)
+        z_fresh = det.represent(posterior, fresh_galaxies, idx)
     if calibration is not None:
-        if fresh_galaxies is not None:
-            far = H.per_galaxy_far(det, posterior, fresh_galaxies)
+        if z_fresh is not None:
+            far = H.per_galaxy_far(det.score_embeddings(z_fresh).flag)
             row["far_galaxies_val"] = far["far_galaxies"]
         z_cal = det.represent(posterior, calibration)
         det = det.calibrate(z_cal, calibration.labels["galaxy_id"])
@@ -383,17 +388,15 @@ def _default_detector(
             3,
         ),  # fmt: skip
     }
-    if fresh_galaxies is not None:
-        row |= H.per_galaxy_far(det, posterior, fresh_galaxies)
+    if z_fresh is not None:
+        neg_all = det.score_embeddings(z_fresh)
+        row |= H.per_galaxy_far(neg_all.flag)
         if not isinstance(tgt, H.Blurred):  # blurred source maps: not all unseen
-            neg_all = det.score(
-                posterior, fresh_galaxies, H.one_view_per_galaxy(fresh_galaxies)
-            ).score
             pos_all = det.score(posterior, tgt, H.one_view_per_galaxy(tgt))
             row |= {
-                "auc_galaxies_all": round(roc_auc(neg_all, pos_all.score), 3),
+                "auc_galaxies_all": round(roc_auc(neg_all.score, pos_all.score), 3),
                 "detection_galaxies_all": round(float(pos_all.flag.mean()), 3),
-                "n_galaxies_all": [len(neg_all), len(pos_all.score)],
+                "n_galaxies_all": [len(neg_all.score), len(pos_all.score)],
             }
     # How far off? The shift estimate against the real error, per map.
     median = np.median(posterior.sample(maps, 200, seed=seed)[:, :, 0], axis=1)

@@ -198,14 +198,14 @@ class MapFeatures:
         """
         if kind not in FEATURE_KINDS:
             raise ValueError(f"'kind' is {kind!r}, expected one of {FEATURE_KINDS}")
+        if n_components < 1:
+            raise ValueError(f"'n_components' is {n_components}, expected >= 1")
         maps = np.asarray(maps)
         if len(maps) < 2:
             raise ValueError(f"need >= 2 maps to fit features, got {len(maps)}")
         if len(maps) > max_maps:
             rng = np.random.default_rng(seed)
             maps = maps[np.sort(rng.choice(len(maps), max_maps, replace=False))]
-        if n_components < 1:
-            raise ValueError(f"'n_components' is {n_components}, expected >= 1")
         raw = cls(kind, np.zeros(0), np.zeros((0, 0)), n_bins, pool).raw(maps)
         mean = raw.mean(axis=0)
         _, s, vt = np.linalg.svd(raw - mean, full_matrices=False)

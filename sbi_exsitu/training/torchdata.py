@@ -129,24 +129,29 @@ class MapBatches:
             if self.drop_last and len(pos) < self.batch_size:
                 break
             # Dataset pairs come first in the numbering, then the extra ones.
-            own = pos[pos < len(self.indices)]
+            mine = pos < len(self.indices)
+            own = pos[mine]
             if self._cache is not None:
                 x = self._cache[torch.from_numpy(own)]
             else:
                 x = torch.from_numpy(self._read(self.indices[own]))
             y = None if self.targets is None else self.targets[torch.from_numpy(own)]
             if len(own) < len(pos):
-                x, y = self._with_extra(pos, x, y)
+                x, y = self._with_extra(pos, mine, x, y)
             yield x, y
 
     def _with_extra(
-        self, pos: np.ndarray, x_own: torch.Tensor, y_own: torch.Tensor
+        self,
+        pos: np.ndarray,
+        mine: np.ndarray,
+        x_own: torch.Tensor,
+        y_own: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch ``pos``: the dataset's pairs ``(x_own, y_own)`` and the
-        ``extra`` ones, in the order of ``pos``."""
+        """The batch ``pos``: the dataset's pairs ``(x_own, y_own)`` where
+        ``mine`` and the ``extra`` ones elsewhere, in the order of ``pos``."""
         maps, index, theta = self._extra
-        keep = torch.from_numpy(pos < len(self.indices))
-        theirs = torch.from_numpy(pos[~keep.numpy()] - len(self.indices))
+        keep = torch.from_numpy(mine)
+        theirs = torch.from_numpy(pos[~mine] - len(self.indices))
         x = torch.empty((len(pos), *maps.shape[1:]), dtype=maps.dtype)
         y = torch.empty((len(pos), theta.shape[1]), dtype=theta.dtype)
         x[keep], x[~keep] = x_own, maps[index[theirs]]
